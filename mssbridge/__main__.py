@@ -1,0 +1,5 @@
+"""Entry point for ``python -m mssbridge``."""
+
+from mssbridge.cli import app
+
+app()

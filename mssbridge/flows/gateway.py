@@ -1,0 +1,89 @@
+"""Gateway mode, assembled: TLS context, decisions and SMTP server, started by the daemon."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives import serialization
+
+from mssbridge.config import Settings
+from mssbridge.flows.gateway_intake import GatewayIntake
+from mssbridge.mail.smtp_in import GatewayHandler, GatewayServer, ServerLimits
+from mssbridge.security import certinfo
+from mssbridge.security.gateway_tls import GatewayTls, build_server_context, gateway_tls_section
+from mssbridge.security.peer_dn import certificate_dn, dn_listed
+from mssbridge.store.repo import Store
+from mssbridge.store.whitelist_repo import WhitelistRepo
+
+log = logging.getLogger("mssbridge.gateway")
+
+
+class GatewayService:
+    """The inbound SMTP server of ``[gateway]``.
+
+    Built before anything starts, so that a certificate or CRL problem stops the daemon at
+    once; :meth:`start` opens the sockets once the store and the inbox worker exist.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tls = GatewayTls(settings)
+        self.server: GatewayServer | None = None
+        self.intake: GatewayIntake | None = None
+
+    async def start(
+        self,
+        store: Store,
+        on_stored: Callable[[], None],
+        refused: Callable[[str], None] = lambda code: None,
+    ) -> None:
+        gateway = self.settings.gateway
+        intake = GatewayIntake(self.settings, store, on_stored)
+        handler = GatewayHandler(intake, ServerLimits.from_settings(self.settings), refused)
+        server = GatewayServer(
+            handler, lambda: self.tls.context, gateway.hostname or gateway.domain, gateway.listen
+        )
+        await server.start()
+        self.server = server
+        self.intake = intake
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        if self.intake is not None:
+            await self.intake.close()
+            self.intake = None
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: new connections take the re-read certificate, key, anchors and CRLs."""
+        return self.tls.reload()
+
+
+async def gateway_status(settings: Settings, store: Store) -> str:
+    """``mssbridge check``: the server certificate loads with its CRLs, and the whitelist lists
+    the chat domain with that certificate's DN, which is what peers check before delivering.
+
+    Raises ConfigError or ValueError naming what is wrong.
+    """
+    gateway = settings.gateway
+    tls = gateway_tls_section(settings)
+    build_server_context(tls)
+    report = certinfo.inspect(tls)
+    if report.errors or not report.chain.ok:
+        raise ValueError("; ".join(report.errors) or f"{tls.cert_file}: chain broken")
+    der = certinfo.load_certificates(tls.cert_file)[0].public_bytes(serialization.Encoding.DER)
+    subject, text = certificate_dn(der)
+    listed = await WhitelistRepo(store).operator_dns(gateway.domain)
+    if not listed:
+        raise ValueError(
+            f"{gateway.domain} is not in the whitelist in force: operators will not deliver to it"
+        )
+    if not dn_listed(subject, listed):
+        raise ValueError(
+            f"the whitelist lists {gateway.domain} with other certificate DNs than {text}: "
+            "operators will refuse this server"
+        )
+    days = report.certificate.days_left()
+    return f"{gateway.domain} on {', '.join(gateway.listen)}: {text} listed, {days} days left"

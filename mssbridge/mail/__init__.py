@@ -1,0 +1,1 @@
+"""Mail adapters: SMTP submission and IMAP reading of the MSSanté mailbox, bytes only."""

@@ -1,0 +1,1 @@
+"""Matrix adapters: the appservice endpoint and the intents that act in rooms."""

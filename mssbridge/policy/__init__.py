@@ -1,0 +1,1 @@
+"""Pure policy decisions: which events and mails the bridge relays, and which it refuses."""

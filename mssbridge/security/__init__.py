@@ -1,0 +1,1 @@
+"""Security building blocks: TLS contexts for MSSanté peers and encryption at rest."""
