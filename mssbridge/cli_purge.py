@@ -55,8 +55,7 @@ def purge(
             if waiting:
                 typer.echo(
                     "still past retention (mailbox unreachable, or Matrix redactions left to "
-                    "the running bridge): "
-                    + ", ".join(f"{k}={n}" for k, n in waiting.items())
+                    "the running bridge): " + ", ".join(f"{k}={n}" for k, n in waiting.items())
                 )
 
     asyncio.run(with_store(settings, action))

@@ -206,9 +206,7 @@ def health_check(
 class MetricsServer:
     """``GET /metrics`` and ``GET /health`` on ``host:port``."""
 
-    def __init__(
-        self, metrics: BridgeMetrics, sources: ScrapeSources, health: HealthCheck
-    ) -> None:
+    def __init__(self, metrics: BridgeMetrics, sources: ScrapeSources, health: HealthCheck) -> None:
         self.metrics = metrics
         self.sources = sources
         self.health = health

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,6 +48,8 @@ class BridgeContext:
     # self-copy delivered before that is in the store (the check after an interrupted
     # submission, relay.md).
     mail_caught_up_at: float = 0.0
+    # Set by whoever needs a newer ``mail_caught_up_at``: the reader leaves IDLE for a pass.
+    mail_pass_wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def access(self) -> AccessRules:

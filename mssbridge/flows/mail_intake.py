@@ -112,6 +112,7 @@ class MailIntake:
             before = None
             while before != last_uid:
                 before = last_uid
+                self.ctx.mail_pass_wanted.clear()
                 pass_started = store.clock()
                 last_uid = await self._drain(client, uidvalidity, last_uid, unseen_only)
                 unseen_only = False
@@ -119,7 +120,7 @@ class MailIntake:
             self.ctx.mail_caught_up_at = pass_started
             if self._stopping.is_set():
                 return
-            await client.wait_for_changes(idle_timeout)
+            await client.wait_for_changes(idle_timeout, wake=self.ctx.mail_pass_wanted)
 
     async def _drain(
         self, client: ImapMailbox, uidvalidity: int, last_uid: int, unseen_only: bool

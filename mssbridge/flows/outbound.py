@@ -336,8 +336,11 @@ class OutboundFlow:
         # Not found is an answer only once the IMAP reader has read the mailbox as it was
         # self_copy_wait after the attempt: with a backlog, the copy may be there, unread.
         read_up_to = row.attempt_started_at + mailbox.self_copy_wait
-        if waited < mailbox.self_copy_wait or self.ctx.mail_caught_up_at < read_up_to:
+        if waited < mailbox.self_copy_wait:
             raise TemporaryFailure("interrupted submission: waiting for the mailbox copy")
+        if self.ctx.mail_caught_up_at < read_up_to:
+            self.ctx.mail_pass_wanted.set()  # a quiet mailbox would otherwise idle for minutes
+            raise TemporaryFailure("interrupted submission: reading the mailbox for its copy")
         return False
 
     # -- redactions ----------------------------------------------------------------------

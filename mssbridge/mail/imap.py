@@ -325,31 +325,38 @@ class ImapMailbox:
             else:
                 await self._run(client.expunge(), "EXPUNGE")
 
-    async def wait_for_changes(self, timeout: float) -> bool:
-        """IDLE (RFC 2177) until the server reports EXISTS/RECENT or ``timeout`` passes.
+    async def wait_for_changes(self, timeout: float, wake: asyncio.Event | None = None) -> bool:
+        """IDLE (RFC 2177) until the server reports EXISTS/RECENT, ``wake`` is set or
+        ``timeout`` passes.
 
         Returns True when something arrived. Callers look for new UIDs afterwards either
-        way: a timeout is also the moment for a periodic check.
+        way: a timeout or a wake-up is also the moment for a check.
         """
         client = self._require()
         _drain(client.protocol.idle_queue)
+        if wake is not None and wake.is_set():
+            return False
         try:
             idle = await asyncio.wait_for(client.idle_start(timeout=timeout), self._timeout)
             try:
-                changed = await self._watch(client, timeout)
+                changed = await self._watch(client, timeout, wake)
             finally:
                 await self._end_idle(client, idle)
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
             raise TemporaryFailure(f"{self.peer}: IDLE: {type(exc).__name__}") from exc
         return changed
 
-    async def _watch(self, client: aioimaplib.IMAP4, timeout: float) -> bool:
+    async def _watch(
+        self, client: aioimaplib.IMAP4, timeout: float, wake: asyncio.Event | None
+    ) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (remaining := deadline - loop.time()) > 0:
             try:
-                batch = await client.wait_server_push(timeout=remaining)
+                batch = await _push_or_wake(client, remaining, wake)
             except TimeoutError:
+                return False
+            if batch is None:  # woken: the caller wants a pass now
                 return False
             if self._connection_lost:
                 raise TemporaryFailure(f"{self.peer}: connection lost during IDLE")
@@ -432,3 +439,27 @@ async def probe(mailbox: MailboxSection, tls_context: ssl.SSLContext, password: 
         f"{session.peer}: {mailbox.imap.security}, auth {mailbox.auth.method}, folder "
         f"{mailbox.imap.folder!r} UIDVALIDITY {uid_validity}, {len(pending)} message(s), {idle}"
     )
+
+
+async def _push_or_wake(
+    client: aioimaplib.IMAP4, timeout: float, wake: asyncio.Event | None
+) -> Any:
+    """The next server push during IDLE, or None as soon as ``wake`` is set."""
+    if wake is None:
+        return await client.wait_server_push(timeout=timeout)
+    push = asyncio.ensure_future(client.wait_server_push(timeout=timeout))
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait((push, woken), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        push.cancel()
+        raise
+    finally:
+        woken.cancel()
+    if not push.done():
+        # A push lost to this cancellation is harmless: the caller reads the mailbox next.
+        push.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await push
+        return None
+    return push.result()

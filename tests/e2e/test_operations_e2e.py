@@ -44,10 +44,12 @@ async def _age_store(bridge: BridgeProcess) -> None:
     engine = make_engine(config.load(bridge.config).database_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE message_map SET created_at = created_at - :d"),
-                               {"d": HUNDRED_DAYS})
-            await conn.execute(text("UPDATE inbox SET updated_at = updated_at - :d"),
-                               {"d": HUNDRED_DAYS})
+            await conn.execute(
+                text("UPDATE message_map SET created_at = created_at - :d"), {"d": HUNDRED_DAYS}
+            )
+            await conn.execute(
+                text("UPDATE inbox SET updated_at = updated_at - :d"), {"d": HUNDRED_DAYS}
+            )
     finally:
         await engine.dispose()
 

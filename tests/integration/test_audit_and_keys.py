@@ -49,13 +49,20 @@ async def test_state_changes_leave_traces_without_content(store: Store) -> None:
     await store.store_transaction("t", [_event("$1"), _event("$2")])
     one, two = await store.rows(Outbox, ["pending"])
     await store.record_relay(
-        portal, [("$1", "<m1@x>")], "out", queue=Outbox, row_id=one.id,
-        last_message_id="<m1@x>", actor="@alice:h", peer="a@b.fr",
+        portal,
+        [("$1", "<m1@x>")],
+        "out",
+        queue=Outbox,
+        row_id=one.id,
+        last_message_id="<m1@x>",
+        actor="@alice:h",
+        peer="a@b.fr",
     )
     await store.finish(Outbox, two.id, RowState.REJECTED, "5.1.1 Le serveur a refusé : x.pdf")
     inbox_id = await store.store_mail("bal/INBOX", 1, 1, _mail(1), "<in1@x>")
-    await store.store_mail("bal/INBOX", 1, 2, b"", None, state=RowState.REJECTED, size=9,
-                           error="5.3.4 too big")
+    await store.store_mail(
+        "bal/INBOX", 1, 2, b"", None, state=RowState.REJECTED, size=9, error="5.3.4 too big"
+    )
     await store.finish(Inbox, inbox_id, RowState.SHUNTED, "unparsable mail")
     assert await store.requeue(Inbox, inbox_id or 0, actor="os:admin")
     await store.finish(Outbox, two.id, RowState.DONE)  # a plain close: no trace
@@ -71,7 +78,10 @@ async def test_state_changes_leave_traces_without_content(store: Store) -> None:
     ]
     sent, rejected = rows[0], rows[1]
     assert (sent.actor, sent.peer, sent.portal_id, sent.message_id) == (
-        "@alice:h", "a@b.fr", portal.id, "<m1@x>"
+        "@alice:h",
+        "a@b.fr",
+        portal.id,
+        "<m1@x>",
     )
     assert (rejected.actor, rejected.portal_id, rejected.row_id) == ("@alice:h", portal.id, two.id)
     assert rows[2].message_id == "<in1@x>" and rows[5].actor == "os:admin"

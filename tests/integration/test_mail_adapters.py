@@ -137,6 +137,23 @@ async def test_idle_times_out_without_news(reader: ImapMailbox) -> None:
     assert isinstance(await reader.new_messages(0), list)
 
 
+async def test_wake_ends_idle_at_once_and_keeps_the_session(reader: ImapMailbox) -> None:
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    started = loop.time()
+    waiting = asyncio.create_task(reader.wait_for_changes(DELIVERY_TIMEOUT * 6, wake=wake))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # IDLE runs until woken
+    wake.set()
+    assert await asyncio.wait_for(waiting, 5.0) is False
+    assert loop.time() - started < DELIVERY_TIMEOUT
+    # DONE was sent cleanly: the next commands and IDLE work.
+    assert isinstance(await reader.new_messages(0), list)
+    assert await reader.wait_for_changes(5.0, wake=wake) is False  # already set: no IDLE
+    wake.clear()
+    assert await reader.wait_for_changes(0.3, wake=wake) is False
+
+
 async def test_connection_lost_during_idle_is_temporary(
     lab_mailbox: MailboxFactory, org_context: ssl.SSLContext
 ) -> None:

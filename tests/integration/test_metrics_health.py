@@ -23,8 +23,11 @@ pytestmark = pytest.mark.integration
 
 def _event(event_id: str, body: str) -> dict[str, object]:
     return {
-        "event_id": event_id, "room_id": f"!{event_id[1:]}:h", "sender": "@a:h",
-        "type": "m.room.message", "content": {"msgtype": "m.text", "body": body},
+        "event_id": event_id,
+        "room_id": f"!{event_id[1:]}:h",
+        "sender": "@a:h",
+        "type": "m.room.message",
+        "content": {"msgtype": "m.text", "body": body},
     }
 
 
@@ -48,16 +51,24 @@ async def test_metrics_after_flow_activity_and_health(
             raise Rejected("refusé", code="5.1.1")
         if body == "later":
             raise TemporaryFailure("peer down")
-        await store.record_relay(portal, [(row.event_id, f"<{row.id}@b>")], "out",
-                                 queue=Outbox, row_id=row.id)
+        await store.record_relay(
+            portal, [(row.event_id, f"<{row.id}@b>")], "out", queue=Outbox, row_id=row.id
+        )
 
     async def no_report(row: Outbox, exc: Rejected) -> None:
         return None
 
-    worker = QueueWorker("outbox", store, Outbox, store.claim_outbox, handle, no_report,
-                         RetrySection(first_delay=3600), metrics=metrics)
-    events = [_event("$1", "ok"), _event("$2", "ok"), _event("$3", "refuse"),
-              _event("$4", "later")]
+    worker = QueueWorker(
+        "outbox",
+        store,
+        Outbox,
+        store.claim_outbox,
+        handle,
+        no_report,
+        RetrySection(first_delay=3600),
+        metrics=metrics,
+    )
+    events = [_event("$1", "ok"), _event("$2", "ok"), _event("$3", "refuse"), _event("$4", "later")]
     metrics.received("out", await store.store_transaction("t", events))
     for row in await store.claim_outbox("w", 60, 10):
         await worker.process(row)
@@ -88,8 +99,10 @@ async def test_metrics_after_flow_activity_and_health(
             assert values[(depth, (("queue", "outbox"), ("state", "retry")))] == 1
             assert values[(depth, (("queue", "outbox"), ("state", "rejected")))] == 1
             assert values[(depth, (("queue", "inbox"), ("state", "pending")))] == 0
-            oldest = ("mssbridge_queue_oldest_age_seconds", (("queue", "outbox"),
-                                                              ("state", "retry")))
+            oldest = (
+                "mssbridge_queue_oldest_age_seconds",
+                (("queue", "outbox"), ("state", "retry")),
+            )
             assert 0 <= values[oldest] < 60
             assert values[("mssbridge_certificate_days_left", ())] > 0
             assert "DUPONT" not in text and "d@c.fr" not in text
@@ -97,7 +110,9 @@ async def test_metrics_after_flow_activity_and_health(
             async with http.get(f"{base}/health") as resp:
                 assert resp.status == 200
                 assert await resp.json() == {
-                    "status": "ok", "store": True, "tasks": {"outbox": True}
+                    "status": "ok",
+                    "store": True,
+                    "tasks": {"outbox": True},
                 }
             worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -41,6 +41,8 @@ def dejavu_fonts() -> None:
 
 def _require(tool: str) -> None:
     assert shutil.which(tool), f"{tool} is missing (bash .ci/setup installs it)"
+
+
 UNIT = {char: 1 for char in "abcdefghijklmnopqrstuvwxyzéèàœ€…• "}
 UNIT["W"] = 3  # a wide character
 

@@ -118,8 +118,13 @@ def test_set_values_keeps_comments_and_sections() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("12", "12"), ("true", "true"), ('["@a:b"]', '["@a:b"]'), ("a b", '"a b"'),
-     ('quo"te', '"quo\\"te"')],
+    [
+        ("12", "12"),
+        ("true", "true"),
+        ('["@a:b"]', '["@a:b"]'),
+        ("a b", '"a b"'),
+        ('quo"te', '"quo\\"te"'),
+    ],
 )
 def test_toml_value(raw: str, expected: str) -> None:
     assert toml_value(raw) == expected

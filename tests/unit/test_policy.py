@@ -17,8 +17,11 @@ BRIDGE = BridgeIdentity("hospital.test", "mss_bot", "mss_", "bal@chu-test.mssant
 
 def _event(**fields: object) -> dict[str, object]:
     event: dict[str, object] = {
-        "event_id": "$e", "room_id": "!r:hospital.test", "sender": "@alice:hospital.test",
-        "type": "m.room.message", "content": {"msgtype": "m.text", "body": "hi"},
+        "event_id": "$e",
+        "room_id": "!r:hospital.test",
+        "sender": "@alice:hospital.test",
+        "type": "m.room.message",
+        "content": {"msgtype": "m.text", "body": "hi"},
     }
     event.update(fields)
     return event
@@ -33,12 +36,30 @@ def _event(**fields: object) -> dict[str, object]:
         (_event(sender="@mss_dr=chu.mssante.fr:elsewhere.test"), True),
         (_event(type="m.reaction"), False),
         (_event(type="m.room.redaction", redacts="$x"), True),
-        (_event(type="m.room.member", state_key="@mss_a=b.fr:hospital.test",
-                content={"membership": "invite"}), True),
-        (_event(type="m.room.member", state_key="@bob:hospital.test",
-                content={"membership": "invite"}), False),
-        (_event(type="m.room.member", state_key="@mss_a=b.fr:hospital.test",
-                content={"membership": "leave"}), False),
+        (
+            _event(
+                type="m.room.member",
+                state_key="@mss_a=b.fr:hospital.test",
+                content={"membership": "invite"},
+            ),
+            True,
+        ),
+        (
+            _event(
+                type="m.room.member",
+                state_key="@bob:hospital.test",
+                content={"membership": "invite"},
+            ),
+            False,
+        ),
+        (
+            _event(
+                type="m.room.member",
+                state_key="@mss_a=b.fr:hospital.test",
+                content={"membership": "leave"},
+            ),
+            False,
+        ),
         (_event(event_id=None), False),
     ],
 )

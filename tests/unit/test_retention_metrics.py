@@ -82,9 +82,7 @@ def test_closing_rows_feeds_counters_latency_and_reasons() -> None:
     assert _value(metrics, total, direction="in", outcome="shunted") == 1
     assert _value(metrics, "mssbridge_rejections_total", direction="out", reason="5.1.1") == 1
     assert _value(metrics, "mssbridge_relay_latency_seconds_sum", direction="out") == 2.5
-    assert _value(
-        metrics, "mssbridge_relay_latency_seconds_bucket", direction="in", le="0.25"
-    ) == 1
+    assert _value(metrics, "mssbridge_relay_latency_seconds_bucket", direction="in", le="0.25") == 1
     # A registry of its own: a second instance starts from zero.
     assert _value(BridgeMetrics(), total, direction="out", outcome="received") is None
     metrics.purge_counts({PurgeKind.AUDIT: 5, PurgeKind.OUTBOX: 0})

@@ -1,0 +1,97 @@
+"""A submission cut off mid-way, then a restart with a quiet mailbox: sent once, without delay."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BridgeProcess, World
+from test_relay_e2e import mails_matching, mentions, open_portal, text_of
+
+from mssbridge import config as config_module
+from mssbridge.lab.matrix_client import LabMatrixUser
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+SELF_COPY_WAIT = 3.0
+
+
+@pytest.fixture
+async def silent_smtp() -> AsyncIterator[int]:
+    """A port that accepts connections and never answers: a submission hangs there."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    yield port
+    server.close()
+    for writer in held:
+        writer.close()
+
+
+def attempted_rows(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM outbox WHERE attempt_started_at IS NOT NULL"
+        ).fetchone()
+    return int(count)
+
+
+def open_rows(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM outbox WHERE state IN ('pending', 'retry')"
+        ).fetchone()
+    return int(count)
+
+
+async def test_interrupted_submission_is_sent_once_soon_after_restart(
+    world: World,
+    synapse_lab: Any,
+    bridge_factory: Callable[..., BridgeProcess],
+    silent_smtp: int,
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "store.sqlite3"
+    shared = (f"bridge.database=sqlite+aiosqlite:///{database}", "metrics.listen=")
+    stuck = bridge_factory(
+        extra=(*shared, f"mailbox.smtp.port={silent_smtp}", "mailbox.smtp.timeout=600")
+    )
+    stuck.start()
+    _, token = synapse_lab.make_user("ines")
+    tag = secrets.token_hex(4)
+    async with LabMatrixUser(synapse_lab.url, token) as ines:
+        room = await open_portal(ines, f"Coupure {tag}")
+        await ines.send_text(room, f"Interrompu {tag}")
+        deadline = time.monotonic() + 30
+        while attempted_rows(database) == 0:
+            assert time.monotonic() < deadline, "the submission never started"
+            await asyncio.sleep(0.2)
+        stuck.kill()  # the outcome of that submission is unknown to the store
+
+        # Nothing arrives in the bridge's mailbox from now on: only a reading asked for by
+        # the check after the interruption can tell that the mail never left.
+        key = config_module.load(stuck.config).bridge.key_file
+        bridge = bridge_factory(
+            extra=(*shared, f"bridge.key_file={key}", f"mailbox.self_copy_wait={SELF_COPY_WAIT}")
+        )
+        started = time.monotonic()
+        bridge.start()
+        [mail] = await mails_matching(world, mentions(f"Interrompu {tag}"), 1, timeout=45)
+        took = time.monotonic() - started
+        assert took >= SELF_COPY_WAIT  # not sent before the copy could have been seen
+        assert "reading the mailbox for its copy" in bridge.log.read_text()
+        await asyncio.sleep(2)  # time for a duplicate to show up, if there were one
+        again = await mails_matching(world, mentions(f"Interrompu {tag}"), 1)
+        assert len(again) == 1
+        assert text_of(mail).strip() == f"Interrompu {tag}"
+        assert open_rows(database) == 0
