@@ -24,6 +24,7 @@ from mssbridge.flows.worker import QueueWorker, release_dead_leases
 from mssbridge.mail import smtp_out
 from mssbridge.mail.dkim import from_settings as dkim_from_settings
 from mssbridge.matrix.appservice import BridgeAppService
+from mssbridge.matrix.resend import ResendRequests
 from mssbridge.matrix.rooms import MatrixRooms
 from mssbridge.metrics import BridgeMetrics, MetricsServer, ScrapeSources, health_check
 from mssbridge.policy.loops import BridgeIdentity, should_store_event
@@ -115,12 +116,19 @@ class Daemon:
                 address_from_user_id(user_id, matrix.ghost_prefix, matrix.server_name) is not None
             )
 
+        # Not a lambda over ``appservice``: the ping goes out only when asked, after start.
+        resend = ResendRequests(lambda: appservice.ping_self(), OpsStore(store).ping)
         appservice = BridgeAppService(
-            settings, stored, lambda event: should_store_event(event, identity), is_ghost
+            settings,
+            stored,
+            lambda event: should_store_event(event, identity),
+            is_ghost,
+            on_refused=resend.missed,
         )
         await appservice.start(settings.matrix.listen_host, settings.matrix.listen_port)
         policy = policy_of(settings)
         rooms = MatrixRooms(appservice, retention_ms=policy.room_max_lifetime_ms)
+        rooms.on_unreachable = resend.missed
         self._ctx = ctx = BridgeContext(settings, store, rooms, submit, tls_contexts.client, dkim)
         ctx.submit_quiet = functools.partial(submit_with, False)  # the bridge's own MDNs
         delivery_worker = sending.attach(ctx) if sending is not None else None
@@ -170,11 +178,12 @@ class Daemon:
         )
         try:
             await rooms.ensure_bot(settings.matrix.bot_displayname)
-            # A ping makes the homeserver resend at once what it queued while we were away,
-            # instead of waiting for its backoff (up to minutes).
-            await appservice.ping_self()
         except Exception as exc:
             log.warning("homeserver not reachable yet (%s); events will wait", exc)
+        # A ping makes the homeserver resend at once what it queued while we were away,
+        # instead of waiting for its backoff (up to minutes); again after each outage.
+        resend.missed()
+        resender = asyncio.create_task(resend.run(), name="resend")
         workers = [
             asyncio.create_task(outbox_worker.run(), name="outbox"),
             asyncio.create_task(inbox_worker.run(), name="inbox"),
@@ -205,6 +214,7 @@ class Daemon:
         log.info("stopping: finishing work in progress")
         notifier.stopping()
         watchdog.cancel()
+        resender.cancel()
         if gateway is not None:
             await gateway.stop()  # a mail not yet answered 250 is sent again by its peer
         # The reader may be cut anywhere: a mail is flagged only after it is stored.

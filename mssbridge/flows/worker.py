@@ -94,6 +94,9 @@ class QueueWorker(Generic[Queue]):
         self._stopping = False
         self._busy = 0
         self._store_down = False
+        # Rows this worker leased whose outcome the store did not take (it went away): taken
+        # back as soon as it answers, instead of at the end of their lease.
+        self._unrecorded: set[int] = set()
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -115,6 +118,7 @@ class QueueWorker(Generic[Queue]):
         while not self._stopping:
             self.wakeup.clear()
             try:
+                await self._take_back_unrecorded()
                 rows = await self.claim(self.owner, self.lease, self.batch)
             except Exception as exc:
                 if not is_store_unavailable(exc):
@@ -140,6 +144,18 @@ class QueueWorker(Generic[Queue]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
 
+    async def _take_back_unrecorded(self) -> None:
+        """Free the leases of rows whose outcome went unrecorded, so they run again now.
+
+        What a lease's end would do, without the wait: their effects are idempotent or
+        checked (relay.md), and an inbox row held this way holds every later mail.
+        """
+        if not self._unrecorded:
+            return
+        released = await self.store.release_rows(self.table, self.owner, sorted(self._unrecorded))
+        log.info("%s: %d row(s) whose outcome was not recorded are due again", self.name, released)
+        self._unrecorded.clear()
+
     async def _keep_leases(self) -> None:
         """Renew the leases of the rows in hand, so only a dead process's rows expire.
 
@@ -162,11 +178,13 @@ class QueueWorker(Generic[Queue]):
             await self._process(row)
         except Exception as exc:  # the store failed while closing the row: keep working
             log.warning(
-                "%s row %s: outcome not recorded (%s); the row comes back when its lease ends",
+                "%s row %s: outcome not recorded (%s); the row runs again once the store answers",
                 self.name,
                 row.id,
                 type(exc).__name__,
             )
+            if row.id is not None:
+                self._unrecorded.add(row.id)
             return
         if self.metrics is not None:
             await self._observe(row)

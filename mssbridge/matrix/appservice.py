@@ -49,6 +49,7 @@ class BridgeAppService(AppService):
         store_transaction: StoreTransaction,
         keep_event: Callable[[dict[str, Any]], bool],
         is_ghost: IsGhost,
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
         matrix = settings.matrix
         super().__init__(
@@ -65,6 +66,7 @@ class BridgeAppService(AppService):
         self._store_transaction = store_transaction
         self._keep_event = keep_event
         self._is_ghost = is_ghost
+        self._on_refused = on_refused  # the homeserver now backs off: ask it to resend
         # mautrix awaits query_user but annotates it as returning JSON synchronously.
         self.query_user = cast(Callable[[UserID], JSON], self._query_user_handler)
 
@@ -98,6 +100,7 @@ class BridgeAppService(AppService):
                 )
             else:
                 log.exception("cannot store transaction %s; the homeserver will retry", txn_id)
+            self._on_refused()
             return _json_error(500, "M_UNKNOWN", "transaction not stored, retry later")
         log.debug("transaction %s: %d events, %d stored", txn_id, len(events), stored)
         return web.json_response({})

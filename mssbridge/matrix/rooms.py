@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import ClientError
@@ -55,6 +56,8 @@ class MatrixRooms:
         # Display names already set on ghosts by this process (saves two requests per mail).
         self._ghost_names: dict[str, str] = {}
         self._room_names: dict[tuple[str, str], str] = {}
+        # Called when the homeserver could not be reached or failed (not for a refusal).
+        self.on_unreachable: Callable[[], None] = lambda: None
 
     @property
     def bot(self) -> IntentAPI:
@@ -75,7 +78,10 @@ class MatrixRooms:
             OSError,
         ) as exc:
             cause = exc.__cause__ if isinstance(exc, IntentError) and exc.__cause__ else exc
-            raise _as_bridge_error(cause, action) from exc
+            error = _as_bridge_error(cause, action)
+            if not isinstance(cause, MatrixStandardRequestError) or cause.http_status >= 500:
+                self.on_unreachable()
+            raise error from exc
 
     async def ensure_ghost(self, user_id: str, display_name: str) -> IntentAPI:
         intent = self.intent_for(user_id)

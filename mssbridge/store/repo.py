@@ -416,6 +416,16 @@ class Store:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def release_rows(self, table: type[Queue], owner: str, ids: Sequence[int]) -> int:
+        """Free the given rows if ``owner`` still leases them (their outcome went unrecorded)."""
+        async with self.session() as session, session.begin():
+            result = await session.execute(
+                update(table)
+                .where(col(table.id).in_(list(ids)), col(table.lease_owner) == owner)
+                .values(lease_owner=None, lease_until=0.0)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
     async def lease_owners(self) -> set[str]:
         """Owners of the leases still running, on both queues."""
         now = self.clock()

@@ -93,6 +93,9 @@ async def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
         await asyncio.sleep(0.3)
 
 
+PINGED = "homeserver pinged: it resends what it queued"
+
+
 async def _refused_then_relayed(
     world: World,
     synapse_lab: Any,
@@ -110,6 +113,7 @@ async def _refused_then_relayed(
         await user.send_text(room, f"Root {tag}")
         [root] = await mails_matching(world, mentions(f"Root {tag}"), 1)
         direct = [chat_event(room, user_id, f"Direct {tag}", big)]
+        pinged_before = bridge.log.read_text().count(PINGED)
         with hold():
             # Straight to the endpoint: the answer is a 5xx, so the homeserver keeps it.
             status = await asyncio.to_thread(
@@ -136,6 +140,9 @@ async def _refused_then_relayed(
         )
         assert status == 200
         await mails_matching(world, mentions(f"Held {tag} #"), 3, timeout=120)
+        # The refused transactions made the bridge ask the homeserver to resend, once the
+        # store answered again, rather than leave it to its backoff.
+        assert bridge.log.read_text().count(PINGED) > pinged_before
         await mails_matching(world, mentions(f"Direct {tag}"), 1, timeout=60)
         await wait_ghost_events(user, room, body_contains(f"Mail {tag}"), 1, timeout=120)
         await asyncio.sleep(3)  # time for a duplicate to show up, if there were one

@@ -38,6 +38,7 @@ class Endpoint:
     def __init__(self, url: str, hs_token: str, store: Store, service: BridgeAppService) -> None:
         self.url, self.hs_token, self.store, self.service = url, hs_token, store, service
         self.fail_store = False
+        self.refusals: list[int] = []
 
     async def put(
         self,
@@ -85,6 +86,7 @@ async def endpoint(database_url: str, tmp_path: Path) -> AsyncIterator[Endpoint]
         store_transaction,
         lambda e: should_store_event(e, IDENTITY),
         lambda user_id: False,
+        on_refused=lambda: holder["endpoint"].refusals.append(1),
     )
     await service.start("127.0.0.1", port)
     holder["endpoint"] = Endpoint(
@@ -117,12 +119,15 @@ async def test_events_are_stored_before_the_200_and_replays_ignored(endpoint: En
 
 
 async def test_store_failure_answers_500_so_the_homeserver_retries(endpoint: Endpoint) -> None:
+    assert (await endpoint.put("t8", [_message("$8")]))[0] == 200
+    assert endpoint.refusals == []
     endpoint.fail_store = True
     status, body = await endpoint.put("t9", [_message("$9")])
     assert (status, body["errcode"]) == (500, "M_UNKNOWN")
+    assert endpoint.refusals == [1]  # told, so that the homeserver is asked to resend
     endpoint.fail_store = False
     assert (await endpoint.put("t9", [_message("$9")]))[0] == 200
-    assert [r.event_id for r in await endpoint.store.rows(Outbox, ["pending"])] == ["$9"]
+    assert [r.event_id for r in await endpoint.store.rows(Outbox, ["pending"])] == ["$8", "$9"]
 
 
 async def test_malformed_bodies_get_400(endpoint: Endpoint) -> None:
