@@ -59,6 +59,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self.tls: TlsContexts | None = None
         self._ctx: BridgeContext | None = None
+        self._intake: MailIntake | None = None
         self.metrics: BridgeMetrics | None = None
         self.gateway: GatewayService | None = None
         self.sending: GatewaySending | None = None
@@ -166,7 +167,7 @@ class Daemon:
             metrics.received("in")
             inbox_worker.wake()
 
-        intake = MailIntake(ctx, password, mail_stored)
+        self._intake = intake = MailIntake(ctx, password, mail_stored)
         retention = RetentionFlow(
             store,
             policy,
@@ -300,11 +301,13 @@ class Daemon:
     def reload_tls(self) -> None:
         """SIGHUP: re-read certificates, key, anchors and CRLs for the connections to come.
 
-        Connections in progress (an IMAP session, a submission) keep their context; the
-        IMAP reader takes the new one when it next connects.
+        A submission in progress keeps its context; kept SMTP sessions are not reused across
+        a reload; the IMAP reader ends its session after its current pass and reconnects.
         """
         if self.tls is not None and self.tls.reload() and self._ctx is not None:
             self._ctx.tls_context = self.tls.client
+            if self._intake is not None:
+                self._intake.renew_session()
         if self.gateway is not None:
             self.gateway.reload_tls()
         if self.sending is not None:

@@ -47,6 +47,7 @@ class MailIntake:
         self.password = password
         self.on_stored = on_stored
         self._stopping = asyncio.Event()
+        self._renew = False
         self.connected = asyncio.Event()
 
     @property
@@ -57,6 +58,11 @@ class MailIntake:
     def stop(self) -> None:
         self._stopping.set()
 
+    def renew_session(self) -> None:
+        """Reconnect after the current pass (new TLS settings): an IDLE session can last days."""
+        self._renew = True
+        self.ctx.mail_pass_wanted.set()
+
     async def run(self) -> None:
         backoff = MIN_BACKOFF
         while not self._stopping.is_set():
@@ -65,6 +71,7 @@ class MailIntake:
             try:
                 await client.connect()
                 await self._session(client)
+                backoff = 0.0  # left on purpose (renewal): reconnect at once
             except (TemporaryFailure, OSError, TimeoutError) as exc:
                 if time.monotonic() - started > HEALTHY_SESSION_SECONDS:
                     backoff = MIN_BACKOFF  # a session that lasted: start the backoff afresh
@@ -89,7 +96,7 @@ class MailIntake:
             if not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, backoff * 2))
 
     async def _session(self, client: ImapMailbox) -> None:
         uidvalidity = await client.select()
@@ -119,6 +126,12 @@ class MailIntake:
             # That pass found nothing new: every mail there when it began is stored.
             self.ctx.mail_caught_up_at = pass_started
             if self._stopping.is_set():
+                return
+            if self._renew:
+                self._renew = False
+                log.info(
+                    "mailbox %s: reconnecting with the reloaded TLS settings", self.mailbox_key
+                )
                 return
             await client.wait_for_changes(idle_timeout, wake=self.ctx.mail_pass_wanted)
 
