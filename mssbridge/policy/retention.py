@@ -26,6 +26,9 @@ class PurgeKind(StrEnum):
     MAP_OUT = "map_out"  # event ↔ Message-ID pairs of mails sent
     MAP_IN = "map_in"  # pairs of mails posted by ghosts: redacted in Matrix first
     MATRIX_TXN = "matrix_txn"
+    # Subject and patient context of conversations silent for the period: blanked, the row
+    # stays (it threads a late reply).
+    PORTAL_TEXT = "portal_text"
     AUDIT = "audit"
 
 
@@ -45,6 +48,7 @@ PERIOD_OF: dict[PurgeKind, Period] = {
     PurgeKind.MAP_IN: Period.CONTENT,
     PurgeKind.MATRIX_TXN: Period.MATRIX_TXN,
     PurgeKind.AUDIT: Period.AUDIT,
+    PurgeKind.PORTAL_TEXT: Period.CONTENT,
 }
 # Kinds whose rows also have a copy in the bridge's mailbox, expunged before the rows go.
 MAILBOX_KINDS = frozenset({PurgeKind.INBOX, PurgeKind.INBOX_REJECTED})

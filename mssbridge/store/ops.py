@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, or_, update
 from sqlmodel import col, select
 
 from mssbridge.policy.retention import PurgeKind
@@ -88,6 +88,19 @@ def _selection(kind: PurgeKind, cutoff: float) -> tuple[Any, Any, list[Any]]:
         )
     if kind is PurgeKind.MATRIX_TXN:
         return MatrixTxn, col(MatrixTxn.txn_id), [col(MatrixTxn.received_at) < cutoff]
+    if kind is PurgeKind.PORTAL_TEXT:
+        recent = select(MessageMap.id).where(
+            col(MessageMap.portal_id) == col(Portal.id), col(MessageMap.created_at) >= cutoff
+        )
+        return (
+            Portal,
+            col(Portal.id),
+            [
+                col(Portal.created_at) < cutoff,
+                or_(col(Portal.subject) != "", col(Portal.patient).is_not(None)),
+                ~recent.exists(),
+            ],
+        )
     return Audit, col(Audit.id), [col(Audit.at) < cutoff]
 
 
@@ -163,7 +176,12 @@ class OpsStore:
     ) -> int:
         if not keys:
             return 0
-        result = await session.execute(delete(table).where(key.in_(keys), *where))
+        purge: Any
+        if kind is PurgeKind.PORTAL_TEXT:  # blanked, not deleted: the row threads late replies
+            purge = update(table).where(key.in_(keys), *where).values(subject="", patient=None)
+        else:
+            purge = delete(table).where(key.in_(keys), *where)
+        result = await session.execute(purge)
         deleted = int(result.rowcount)
         if deleted:
             audit.add(

@@ -135,6 +135,7 @@ async def test_purge_removes_only_what_is_past_each_period(store: Store) -> None
         PurgeKind.MAP_OUT: 1,
         PurgeKind.MAP_IN: 1,
         PurgeKind.MATRIX_TXN: 2,
+        PurgeKind.PORTAL_TEXT: 0,  # the conversation spoke within the period
         PurgeKind.AUDIT: 0,
     }  # no mailbox given: inbox rows wait for a run that can expunge their copies
     assert redacted == ["$ghost-old"]
@@ -156,6 +157,44 @@ async def test_purge_removes_only_what_is_past_each_period(store: Store) -> None
     counts = await flow.run_once()
     assert counts[PurgeKind.AUDIT] == before > 0
     assert await _count(store, Audit, Audit.at < START + 17 * DAY) == 0
+
+
+async def test_silent_conversation_loses_its_subject_and_patient_but_keeps_its_thread(
+    store: Store,
+) -> None:
+    clock = store.clock
+    assert isinstance(clock, Clock)
+    silent = await store.create_portal(
+        subject="Mme DUPONT Jeanne, 12/03/1950", correspondents=["dr@c.fr"], room_id="!s:h"
+    )
+    await store.set_patient(silent.id, b"patient context")
+    await _conversation(store, "old", silent)
+    talking = await store.create_portal(
+        subject="M. MARTIN Paul", correspondents=["dr@c.fr"], room_id="!p:h"
+    )
+    await store.set_patient(talking.id, b"other patient")
+    clock.now = START + 60 * DAY
+    await _conversation(store, "mid", talking)  # 40 days old at the purge
+    clock.now = START + 100 * DAY
+    flow = RetentionFlow(store, POLICY, batch=2, redact=_no_redact, actor="test", pause=0)
+    assert (await flow.plan())[PurgeKind.PORTAL_TEXT] == 1
+    assert (await flow.run_once())[PurgeKind.PORTAL_TEXT] == 1
+
+    blanked = await store.portal_by_id(silent.id or 0)
+    assert blanked is not None
+    assert (blanked.subject, blanked.patient) == ("", None)
+    # What threads a reply that comes months later is still there.
+    assert blanked.room_id == "!s:h" and blanked.last_message_id == "<in-old@c>"
+    assert blanked.correspondents
+    kept = await store.portal_by_id(talking.id or 0)
+    assert kept is not None and kept.subject == "M. MARTIN Paul" and kept.patient is not None
+    purged = [r async for r in audit.export(store, 0.0) if r.action == AuditAction.PURGED]
+    assert "portal_text=1" in {r.outcome for r in purged}
+    assert (await flow.run_once())[PurgeKind.PORTAL_TEXT] == 0  # nothing left to blank
+
+
+async def _no_redact(_event: BridgedEvent) -> None:
+    return None
 
 
 async def test_requeued_row_is_not_purged(store: Store) -> None:
