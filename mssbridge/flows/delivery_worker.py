@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -14,8 +13,6 @@ from mssbridge.flows.worker import POLL_SECONDS, QueueWorker
 from mssbridge.store.delivery_repo import DeliveryRepo
 from mssbridge.store.repo import Store
 from mssbridge.store.tables import Delivery
-
-log = logging.getLogger("mssbridge.worker")
 
 # Deliveries in progress at once in one process, all domains together: far above what a few
 # domains down can hold (``per_domain`` each), so the others always find a slot.
@@ -95,11 +92,7 @@ class DeliveryWorker(QueueWorker[Delivery]):
     async def _loop(self) -> None:
         while not self._stopping:
             self.wakeup.clear()
-            try:
-                rows = await self.claim(self.owner, self.lease, self.batch)
-            except Exception:
-                log.exception("%s: cannot claim rows; the store may be down", self.name)
-                rows = []
+            rows = await self._claim_some(self.batch)
             for row in rows:
                 task = asyncio.create_task(self.process(row), name=f"delivery-{row.id}")
                 self._in_flight[task] = row.domain

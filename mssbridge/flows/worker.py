@@ -115,34 +115,68 @@ class QueueWorker(Generic[Queue]):
                 await heartbeat
 
     async def _run(self) -> None:
+        if self.parallel:
+            await self._run_parallel()
+            return
         while not self._stopping:
             self.wakeup.clear()
-            try:
-                await self._take_back_unrecorded()
-                rows = await self.claim(self.owner, self.lease, self.batch)
-            except Exception as exc:
-                if not is_store_unavailable(exc):
-                    log.exception("%s: cannot claim rows", self.name)
-                elif not self._store_down:
-                    log.warning("%s: store unavailable (%s)", self.name, type(exc).__name__)
-                self._store_down = True
-                rows = []
-            else:
-                if self._store_down:
-                    log.info("%s: store available again", self.name)
-                self._store_down = False
+            rows = await self._claim_some(self.batch)
             self._busy = len(rows)
-            if rows and self.parallel:
-                await asyncio.gather(*(self.process(row) for row in rows))
-                self._busy = 0
-                continue
-            if rows:
-                for row in rows:
-                    await self.process(row)
-                self._busy = 0
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+            for row in rows:
+                await self.process(row)
+            self._busy = 0
+            if not rows:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), POLL_SECONDS)
+
+    async def _run_parallel(self) -> None:
+        """Up to ``batch`` rows at a time; a slot freed by a finished row is filled at once.
+
+        The claim only offers a room's oldest open row, and only when it is not leased: a
+        room's next row waits for the one in flight, whatever the others do.
+        """
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping:
+                self.wakeup.clear()
+                free = self.batch - len(in_flight)
+                rows = await self._claim_some(free) if free > 0 else []
+                in_flight.update(asyncio.create_task(self.process(row)) for row in rows)
+                self._busy = len(in_flight)
+                if rows and len(in_flight) < self.batch:
+                    continue  # there may be more due rows than that claim took
+                woken = asyncio.create_task(self.wakeup.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        {*in_flight, woken},
+                        timeout=None if in_flight else POLL_SECONDS,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    woken.cancel()
+                in_flight.difference_update(done)
+                self._busy = len(in_flight)
+        finally:
+            if in_flight:  # a stop lets the rows in hand finish (the daemon bounds the wait)
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self._busy = 0
+
+    async def _claim_some(self, limit: int) -> list[Queue]:
+        """Take back unrecorded rows, then claim up to ``limit``; none while the store is away."""
+        try:
+            await self._take_back_unrecorded()
+            rows = await self.claim(self.owner, self.lease, limit)
+        except Exception as exc:
+            if not is_store_unavailable(exc):
+                log.exception("%s: cannot claim rows", self.name)
+            elif not self._store_down:
+                log.warning("%s: store unavailable (%s)", self.name, type(exc).__name__)
+            self._store_down = True
+            return []
+        if self._store_down:
+            log.info("%s: store available again", self.name)
+        self._store_down = False
+        return rows
 
     async def _take_back_unrecorded(self) -> None:
         """Free the leases of rows whose outcome went unrecorded, so they run again now.
