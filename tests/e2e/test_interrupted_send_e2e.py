@@ -40,20 +40,18 @@ async def silent_smtp() -> AsyncIterator[int]:
         writer.close()
 
 
-def attempted_rows(database: Path) -> int:
+def outbox_rows(database: Path, where: str) -> int:
     with sqlite3.connect(database) as db:
-        (count,) = db.execute(
-            "SELECT count(*) FROM outbox WHERE attempt_started_at IS NOT NULL"
-        ).fetchone()
+        (count,) = db.execute(f"SELECT count(*) FROM outbox WHERE {where}").fetchone()
     return int(count)
+
+
+def attempted_rows(database: Path) -> int:
+    return outbox_rows(database, "attempt_started_at IS NOT NULL")
 
 
 def open_rows(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        (count,) = db.execute(
-            "SELECT count(*) FROM outbox WHERE state IN ('pending', 'retry')"
-        ).fetchone()
-    return int(count)
+    return outbox_rows(database, "state IN ('pending', 'retry')")
 
 
 async def test_interrupted_submission_is_sent_once_soon_after_restart(
