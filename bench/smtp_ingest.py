@@ -68,6 +68,7 @@ from mssbridge.store.batch_writer import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, Ba
 from mssbridge.store.tables import Inbox
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
+CPU = tuple[float, float]
 SENDER = f"dr.pair@{PEER_DOMAIN}"
 RECIPIENT = f"alice@{CHAT_DOMAIN}"
 
@@ -238,14 +239,19 @@ async def running_gateway(
     max_batch: int,
     max_wait: float,
     writers: int,
-) -> AsyncIterator[tuple[int, Callable[[], Awaitable[int]], Callable[[], int]]]:
-    """A started gateway on a fresh store: (port, count of stored rows, count of commits)."""
+    processes: int,
+) -> AsyncIterator[tuple[int, Callable[[], Awaitable[int]], Callable[[], int], Callable[[], CPU]]]:
+    """A started gateway on a fresh store: (port, count of stored rows, count of commits,
+    CPU seconds of its processes)."""
     settings = gateway_settings(
         directory,
         pki,
         f"gateway.require_tls={'true' if require_tls else 'false'}",
         "gateway.max_sessions_per_peer=100",
         "gateway.max_messages_per_session=10000",
+        f"gateway.processes={processes}",
+        f"bridge.database={url}",  # what the SMTP worker processes open
+        f"bridge.key_file={directory / 'key'}",
     )
     async with open_test_store(url, directory / "key") as store:
         await import_peer_whitelist(store, pki)
@@ -268,10 +274,26 @@ async def running_gateway(
         def commits() -> int:
             return service.intake.writer.batches if service.intake is not None else 0
 
+        def cpu() -> CPU:
+            """User and system CPU seconds of the gateway and of its SMTP worker processes."""
+            times = os.times()
+            user, system = times.user, times.system
+            for pid in service.workers.pids if service.workers is not None else []:
+                worker_user, worker_system = _process_cpu(pid)
+                user, system = user + worker_user, system + worker_system
+            return user, system
+
         try:
-            yield service.server.addresses[0][1], stored, commits
+            yield service.server.addresses[0][1], stored, commits, cpu
         finally:
             await service.stop()
+
+
+def _process_cpu(pid: int) -> CPU:
+    """User and system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 # -- the loads ------------------------------------------------------------------------------
@@ -380,7 +402,7 @@ async def bench(args: argparse.Namespace) -> None:
             f"{args.messages} mails of {args.size} bytes, {args.sessions} sessions, "
             f"{args.rounds} rounds, gateway store {store_name}, {os.cpu_count()} CPUs, "
             f"group commit of at most {args.max_batch} mails, waiting {args.max_wait} ms, "
-            f"{args.writers} writer(s)",
+            f"{args.writers} writer(s), {args.processes} gateway process(es)",
             flush=True,
         )
         try:
@@ -427,14 +449,17 @@ async def one_round(
                 max_batch=args.max_batch,
                 max_wait=args.max_wait / 1000,
                 writers=args.writers,
+                processes=args.processes,
             ) as gateway:
-                port, rows, commits = gateway
+                port, rows, commits, cpu_now = gateway
                 load_before = loadavg()
-                before = os.times()
+                before = cpu_now()
                 seconds = await load(port)
-                after = os.times()
-                cpu = (after.user - before.user, after.system - before.system)
-                run = Run(await rows(), seconds, load_before, commits(), cpu)
+                after = cpu_now()
+                cpu = (after[0] - before[0], after[1] - before[1])
+                # The workers' commits are not counted here: mails per commit only for one.
+                batches = commits() if args.processes == 1 else None
+                run = Run(await rows(), seconds, load_before, batches, cpu)
                 figures.add(f"{variant} mssbridge", run)
 
     async def theirs() -> None:
@@ -466,6 +491,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--writers", type=int, default=1, help="transactions in progress at once (PostgreSQL)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="gateway.processes: SMTP processes sharing the port",
     )
     parser.add_argument("--log-level", default="INFO", help="the gateway's log level (to a file)")
     # Internal: the TLS load's own process (PORT CA CHAIN KEY).

@@ -30,7 +30,7 @@ from mssbridge.errors import ConfigError
 
 if TYPE_CHECKING:
     from mssbridge.store.repo import Store
-    from mssbridge.store.tables import Inbox, Outbox
+    from mssbridge.store.tables import Delivery, Inbox, Outbox
 
 app = typer.Typer(
     name="mssbridge",
@@ -39,7 +39,8 @@ app = typer.Typer(
     add_completion=False,
 )
 queue_app = typer.Typer(
-    help="Inspect and act on the inbox and outbox queues.", no_args_is_help=True
+    help="Inspect and act on the inbox, outbox and gateway delivery queues.",
+    no_args_is_help=True,
 )
 app.add_typer(queue_app, name="queue")
 app.add_typer(certs_app, name="certs")
@@ -135,17 +136,31 @@ def demo(
     run_demo(directory.resolve(), say=typer.echo)
 
 
-QueueName = Annotated[str, typer.Argument(help="inbox or outbox")]
+QueueName = Annotated[str, typer.Argument(help="inbox, outbox or delivery (gateway mode)")]
+QueueTable = type["Inbox"] | type["Outbox"] | type["Delivery"]
 
 
-def _queue_table(name: str) -> type[Inbox] | type[Outbox]:
-    from mssbridge.store.tables import Inbox, Outbox
+def _queue_table(name: str) -> QueueTable:
+    from mssbridge.store.tables import Delivery, Inbox, Outbox
 
-    tables: dict[str, type[Inbox] | type[Outbox]] = {"inbox": Inbox, "outbox": Outbox}
+    tables: dict[str, QueueTable] = {"inbox": Inbox, "outbox": Outbox, "delivery": Delivery}
     if name not in tables:
-        typer.secho("queue must be 'inbox' or 'outbox'", err=True, fg=typer.colors.RED)
+        typer.secho("queue must be 'inbox', 'outbox' or 'delivery'", err=True, fg=typer.colors.RED)
         raise typer.Exit(2)
     return tables[name]
+
+
+async def _act_on_delivery(store: Store, row_id: int, verb: str) -> None:
+    """``queue retry`` or ``queue drop`` of a gateway delivery: open rows only."""
+    from mssbridge.store.delivery_repo import DeliveryRepo
+
+    repo = DeliveryRepo(store)
+    act = repo.retry_now if verb == "retry" else repo.drop
+    refused = await act(row_id, actor=operator_id())
+    if refused is not None:
+        typer.secho(f"delivery item {row_id}: {refused.value}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+    typer.echo(f"delivery item {row_id} {'queued again' if verb == 'retry' else 'dropped'}")
 
 
 def _when(stamp: float) -> str:
@@ -197,6 +212,8 @@ def queue_show(queue: QueueName, row_id: int, config: ConfigOption = None) -> No
         hidden = {"payload", "raw"}
         for key, value in row.model_dump().items():
             if key in hidden:
+                if queue == "delivery":  # whether its sealed mail is still kept
+                    typer.echo(f"{'mail':16} {'kept (sealed)' if value else 'none'}")
                 continue
             if key.endswith("_at") or key == "lease_until":
                 value = _when(value)
@@ -207,12 +224,14 @@ def queue_show(queue: QueueName, row_id: int, config: ConfigOption = None) -> No
 
 @queue_app.command("retry")
 def queue_retry(queue: QueueName, row_id: int, config: ConfigOption = None) -> None:
-    """Put a rejected or shunted item back in the queue."""
+    """Put a rejected or shunted item back in the queue; a delivery still queued: due now."""
 
     settings = load_settings(config)
     table = _queue_table(queue)
 
     async def action(store: Store) -> None:
+        if queue == "delivery":
+            return await _act_on_delivery(store, row_id, "retry")
         if not await store.requeue(table, row_id, actor=operator_id()):
             typer.secho(f"no {queue} item {row_id}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1)
@@ -230,6 +249,8 @@ def queue_drop(queue: QueueName, row_id: int, config: ConfigOption = None) -> No
     table = _queue_table(queue)
 
     async def action(store: Store) -> None:
+        if queue == "delivery":
+            return await _act_on_delivery(store, row_id, "drop")
         if await store.get(table, row_id) is None:
             typer.secho(f"no {queue} item {row_id}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1)

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mssbridge.errors import ConfigError
+from mssbridge.mail.mx import nameserver
 
 DEFAULT_CONFIG_PATH = Path("/etc/mssbridge/config.toml")
 CONFIG_ENV = "MSSBRIDGE_CONFIG"
@@ -312,11 +313,19 @@ class GatewaySection(_Section):
     # certificate, so only the sender domain is checked); refused unless every listen
     # address is loopback.
     require_tls: bool = True
+    # Processes accepting SMTP on the listen addresses (SO_REUSEPORT): the daemon's own, plus
+    # processes - 1 SMTP-only workers it starts, restarts and stops, each storing what it
+    # accepts with its own writer before its 250.
+    processes: int = Field(default=1, ge=1, le=64)
     # How users' messages leave: through [mailbox], to each domain's MX, or the local relay.
     outbound: Literal["mailbox", "mx", "relay"] = "mailbox"
     relay: str = ""
     max_per_domain: int = Field(default=4, ge=1, le=100)
     delivery_timeout: float = Field(default=60.0, ge=1.0, le=600.0)
+    # The DNS servers the MX lookups ask ("IP", "IP:PORT", "[IPv6]:PORT"); empty: the system's.
+    nameservers: tuple[str, ...] = ()
+    # Port of MX hosts; another than 25 is for the lab and tests only (needs nameservers).
+    mx_port: int = Field(default=25, ge=1, le=65535)
 
     @field_validator("relay")
     @classmethod
@@ -325,6 +334,13 @@ class GatewaySection(_Section):
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError("must be HOST:PORT, e.g. relais.chu-exemple.fr:25")
+        return value
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameservers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            nameserver(entry)  # ValueError names the entry
         return value
 
     @field_validator("cert_file", "key_file", mode="before")
@@ -363,6 +379,11 @@ class GatewaySection(_Section):
             raise ValueError("relay (HOST:PORT) is required when outbound = 'relay'")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("set both cert_file and key_file, or neither")
+        if self.mx_port != 25 and not self.nameservers:
+            raise ValueError(
+                "mx_port other than 25 (lab and tests only) needs nameservers naming the "
+                "resolver that serves the test zones"
+            )
         if not self.require_tls and not all(_is_loopback(entry) for entry in self.listen):
             raise ValueError(
                 "require_tls = false (benchmarks and tests only) needs loopback listen "

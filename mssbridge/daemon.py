@@ -132,7 +132,7 @@ class Daemon:
         rooms.on_unreachable = resend.missed
         self._ctx = ctx = BridgeContext(settings, store, rooms, submit, tls_contexts.client, dkim)
         ctx.submit_quiet = functools.partial(submit_with, False)  # the bridge's own MDNs
-        delivery_worker = sending.attach(ctx) if sending is not None else None
+        delivery_worker = sending.attach(ctx, metrics=metrics) if sending is not None else None
         outbound = OutboundFlow(ctx)
         inbound = InboundFlow(ctx)
         outbox_worker = QueueWorker(
@@ -260,6 +260,7 @@ class Daemon:
 
         sources = ScrapeSources(
             queue_stats=ops.queue_stats,
+            delivery_stats=ops.delivery_stats,
             whitelist_generated_at=whitelist_generated_at,
             cert_file=settings.tls.cert_file,
         )

@@ -3,7 +3,8 @@
 Counters and histograms are fed by the flows as rows close; queue gauges, certificate and
 whitelist ages are read at scrape time. Everything lives in a registry of its own (not the
 process-global one), so several bridges in one test process do not mix their figures.
-Labels carry directions, states, kinds and status codes: never an address or content.
+Labels carry directions, states, kinds, status codes and, for gateway deliveries, the
+recipient domain (an operator's domain): never an address or content.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ _OUTCOME = {
     ("out", RowState.RETRY): "retried",
     ("in", RowState.RETRY): "retried",
 }
+# Outcome label of a gateway delivery row left in each state.
+_DELIVERY_OUTCOME = {
+    RowState.DONE: "delivered",
+    RowState.REJECTED: "rejected",
+    RowState.SHUNTED: "shunted",
+    RowState.DROPPED: "dropped",
+    RowState.RETRY: "retried",
+}
 
 
 class BridgeMetrics:
@@ -83,6 +92,7 @@ class BridgeMetrics:
             ["queue", "state"],
             registry=r,
         )
+        self._delivery_metrics(r)
         self.certificate_days = Gauge(
             "mssbridge_certificate_days_left",
             "Days before the bridge's IGC-Santé certificate expires.",
@@ -103,6 +113,40 @@ class BridgeMetrics:
         )
         self.scrape_errors = Counter(
             "mssbridge_scrape_errors", "Scrape-time readings that failed.", ["source"], registry=r
+        )
+
+    def _delivery_metrics(self, r: CollectorRegistry) -> None:
+        """Gateway mode sending itself: one delivery row per event and recipient domain."""
+        self.deliveries = Counter(
+            "mssbridge_deliveries",
+            "Gateway deliveries (one per message and recipient domain) by outcome (delivered, "
+            "rejected, shunted, dropped, retried).",
+            ["outcome"],
+            registry=r,
+        )
+        self.delivery_refusals = Counter(
+            "mssbridge_delivery_refusals",
+            "Gateway deliveries refused for good, by reason (enhanced status code or label).",
+            ["reason"],
+            registry=r,
+        )
+        self.delivery_open = Gauge(
+            "mssbridge_delivery_open",
+            "Open gateway deliveries (pending or retry) per recipient domain.",
+            ["domain"],
+            registry=r,
+        )
+        self.delivery_in_flight = Gauge(
+            "mssbridge_delivery_in_flight",
+            "Gateway deliveries being attempted now (leased, every instance) per domain.",
+            ["domain"],
+            registry=r,
+        )
+        self.delivery_oldest = Gauge(
+            "mssbridge_delivery_oldest_age_seconds",
+            "Age of the oldest open gateway delivery per recipient domain.",
+            ["domain"],
+            registry=r,
         )
 
     # -- fed by the flows ----------------------------------------------------------------
@@ -132,6 +176,24 @@ class BridgeMetrics:
         elif state == RowState.REJECTED:
             self.rejections.labels(direction, reason or "unknown").inc()
 
+    def delivery_closed(self, state: str, reason: str | None = None) -> None:
+        """A delivery row left the delivery worker in ``state``."""
+        outcome = _DELIVERY_OUTCOME.get(RowState(state))
+        if outcome is None:
+            return
+        self.deliveries.labels(outcome).inc()
+        if state == RowState.REJECTED:
+            self.delivery_refusals.labels(reason or "unknown").inc()
+
+    def set_delivery_domains(self, stats: list[Any], now: float) -> None:
+        """Per-domain gauges of open deliveries; a domain with none left disappears."""
+        for gauge in (self.delivery_open, self.delivery_in_flight, self.delivery_oldest):
+            gauge.clear()
+        for stat in stats:
+            self.delivery_open.labels(stat.domain).set(stat.open)
+            self.delivery_in_flight.labels(stat.domain).set(stat.in_flight)
+            self.delivery_oldest.labels(stat.domain).set(max(0.0, now - stat.oldest_created_at))
+
     def purge_counts(self, counts: dict[Any, int]) -> None:
         for kind, count in counts.items():
             if count:
@@ -147,6 +209,7 @@ class ScrapeSources:
     """Where the scrape-time gauges come from (each optional)."""
 
     queue_stats: Callable[[], Awaitable[list[Any]]] | None = None
+    delivery_stats: Callable[[], Awaitable[list[Any]]] | None = None
     whitelist_generated_at: Callable[[], Awaitable[float | None]] | None = None
     cert_file: Path | None = None
     clock: Callable[[], float] = time.time
@@ -163,6 +226,12 @@ async def refresh(metrics: BridgeMetrics, sources: ScrapeSources) -> None:
                 metrics.queue_oldest.labels(stat.queue, stat.state).set(max(0.0, oldest))
         except Exception as exc:
             log.warning("metrics: queue gauges unavailable (%s)", type(exc).__name__)
+            metrics.scrape_errors.labels("store").inc()
+    if sources.delivery_stats is not None:
+        try:
+            metrics.set_delivery_domains(await sources.delivery_stats(), now)
+        except Exception as exc:
+            log.warning("metrics: delivery gauges unavailable (%s)", type(exc).__name__)
             metrics.scrape_errors.labels("store").inc()
     if sources.whitelist_generated_at is not None:
         try:

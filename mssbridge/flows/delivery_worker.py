@@ -6,13 +6,18 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from mssbridge.config import RetrySection
 from mssbridge.errors import Rejected
 from mssbridge.flows.worker import POLL_SECONDS, QueueWorker
+from mssbridge.store.audit import outcome_of
 from mssbridge.store.delivery_repo import DeliveryRepo
 from mssbridge.store.repo import Store
 from mssbridge.store.tables import Delivery
+
+if TYPE_CHECKING:
+    from mssbridge.metrics import BridgeMetrics
 
 # Deliveries in progress at once in one process, all domains together: far above what a few
 # domains down can hold (``per_domain`` each), so the others always find a slot.
@@ -41,6 +46,7 @@ class DeliveryWorker(QueueWorker[Delivery]):
         max_in_flight: int = MAX_IN_FLIGHT,
         wakeup: asyncio.Event | None = None,
         closing: Callable[[], Awaitable[None]] | None = None,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         super().__init__(
             "delivery",
@@ -53,6 +59,7 @@ class DeliveryWorker(QueueWorker[Delivery]):
             batch=batch,
             wakeup=wakeup,
             lease=lease,
+            metrics=metrics,
         )
         self.repo = DeliveryRepo(store)
         self.per_domain = per_domain
@@ -69,6 +76,10 @@ class DeliveryWorker(QueueWorker[Delivery]):
         if room <= 0:
             return []
         return await self.repo.claim(owner, lease, room, self.busy(), self.per_domain)
+
+    def _count(self, row: Delivery, after: Delivery) -> None:
+        assert self.metrics is not None
+        self.metrics.delivery_closed(after.state, outcome_of(after.state, after.last_error))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)

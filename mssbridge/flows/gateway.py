@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives import serialization
 
 from mssbridge.config import Settings
 from mssbridge.flows.gateway_intake import GatewayIntake
+from mssbridge.flows.gateway_workers import GatewayWorkers, listen_entries
 from mssbridge.mail.smtp_in import GatewayHandler, GatewayServer, ServerLimits
 from mssbridge.security import certinfo
 from mssbridge.security.gateway_tls import GatewayTls, build_server_context, gateway_tls_section
@@ -26,11 +27,16 @@ class GatewayService:
     once; :meth:`start` opens the sockets once the store and the inbox worker exist.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, listen: Sequence[str] = (), worker: bool = False
+    ) -> None:
         self.settings = settings
         self.tls = GatewayTls(settings)
+        self.listen = tuple(listen) or settings.gateway.listen
+        self.worker = worker  # one of the extra processes: SMTP only, no workers of its own
         self.server: GatewayServer | None = None
         self.intake: GatewayIntake | None = None
+        self.workers: GatewayWorkers | None = None
 
     async def start(
         self,
@@ -41,14 +47,38 @@ class GatewayService:
         gateway = self.settings.gateway
         intake = GatewayIntake(self.settings, store, on_stored)
         handler = GatewayHandler(intake, ServerLimits.from_settings(self.settings), refused)
+        shared = gateway.processes > 1
         server = GatewayServer(
-            handler, lambda: self.tls.context, gateway.hostname or gateway.domain, gateway.listen
+            handler,
+            lambda: self.tls.context,
+            gateway.hostname or gateway.domain,
+            self.listen,
+            reuse_port=shared,
         )
         await server.start()
         self.server = server
         self.intake = intake
+        if shared and not self.worker:
+            # Bound first here: the workers take the real ports when the config says 0.
+            workers = GatewayWorkers(
+                self.settings,
+                listen_entries(server.addresses),
+                on_stored,
+                count=gateway.processes - 1,
+            )
+            try:
+                await workers.start()
+            except BaseException:
+                await self.stop()
+                raise
+            self.workers = workers
 
     async def stop(self) -> None:
+        # The workers first: under systemd they get SIGTERM together with the daemon, and one
+        # that ends must not be taken for one that died.
+        if self.workers is not None:
+            await self.workers.stop()
+            self.workers = None
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -58,6 +88,8 @@ class GatewayService:
 
     def reload_tls(self) -> bool:
         """SIGHUP: new connections take the re-read certificate, key, anchors and CRLs."""
+        if self.workers is not None:
+            self.workers.reload_tls()
         return self.tls.reload()
 
 

@@ -231,13 +231,18 @@ class QueueWorker(Generic[Queue]):
         except Exception:
             return
         if after is not None:
-            self.metrics.closed(
-                self.direction,
-                after.state,
-                created_at=row.created_at,
-                reason=outcome_of(after.state, after.last_error),
-                now=self.store.clock(),
-            )
+            self._count(row, after)
+
+    def _count(self, row: Queue, after: Queue) -> None:
+        """Feed the counters with how ``row`` came out (``after``, read back)."""
+        assert self.metrics is not None
+        self.metrics.closed(
+            self.direction,
+            after.state,
+            created_at=row.created_at,
+            reason=outcome_of(after.state, after.last_error),
+            now=self.store.clock(),
+        )
 
     async def _process(self, row: Queue) -> None:
         """Run the flow; the flow closes the row itself on success, atomically with its effect."""

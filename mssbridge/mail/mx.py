@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import dns.exception
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
@@ -26,22 +28,52 @@ class MailHost:
     host: str  # without the trailing dot
 
 
+def nameserver(entry: str, port: int = 53) -> tuple[str, int]:
+    """``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` as an address and a port (``port`` if none).
+
+    Raises ValueError for anything else: a resolver is named by its address, not a name
+    that would itself need resolving.
+    """
+    text = entry.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r}: expected [IPv6]:PORT")
+        number = rest[1:] if rest else str(port)
+    elif _is_address(text):
+        host, number = text, str(port)
+    else:
+        host, _, number = text.rpartition(":")
+    if not _is_address(host) or not number.isdigit() or not 0 < int(number) < 65536:
+        raise ValueError(f"{entry!r}: expected IP, IP:PORT or [IPv6]:PORT")
+    return str(ipaddress.ip_address(host)), int(number)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def resolver(
     nameservers: Sequence[str] = (), port: int = 53, lifetime: float = 10.0
 ) -> dns.asyncresolver.Resolver:
-    """The system resolver, or one asking only ``nameservers`` on ``port``.
+    """The system resolver, or one asking only ``nameservers`` (see :func:`nameserver`;
+    ``port`` for entries naming none).
 
-    Naming servers is for the lab and the tests (a resolver on loopback serving test zones):
-    in production the system's resolver, validating DNSSEC where the site does, is the one
-    to trust.
+    Naming servers is for the lab and the tests (a resolver on loopback serving test zones),
+    and for sites that must use a given resolver (``gateway.nameservers``); otherwise the
+    system's resolver, validating DNSSEC where the site does, is the one to trust.
     """
     if not nameservers:
         system = dns.asyncresolver.Resolver()
         system.lifetime = lifetime
         return system
     chosen = dns.asyncresolver.Resolver(configure=False)
-    chosen.nameservers = list(nameservers)
-    chosen.port = port
+    servers = [nameserver(entry, port) for entry in nameservers]
+    chosen.nameservers = [dns.nameserver.Do53Nameserver(host, number) for host, number in servers]
     chosen.lifetime = lifetime
     return chosen
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import functools
 import logging
 import re
 import ssl
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, login_always_fail
 
 from mssbridge.config import Settings
 from mssbridge.mail import smtp_replies as replies
@@ -35,6 +36,14 @@ RUNAWAY_FACTOR = 2
 # Seconds between two re-armings of the data timeout while a message is read.
 DATA_TIMER_STEP = 1.0
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.:_\[\]-]")
+# A path aiosmtpd's parser (``email``'s header parser) reads exactly as this does: a
+# dot-atom local part at a domain of letters, digits and hyphens, or the null path ``<>``;
+# then nothing, or one space and the parameters as sent. Anything else is left to it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(
+    rf"<((?:{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?)>"
+    r"(?: (?!\()([!-~][ -~]*))?"
+)
 _DATA_REPLIES = {
     DataVerdict.TOO_LARGE: replies.REPLY_TOO_LARGE,
     DataVerdict.LINE_TOO_LONG: replies.REPLY_LINE_TOO_LONG,
@@ -168,6 +177,18 @@ def trace_header(
     return line.encode("ascii", "replace")
 
 
+def simple_path(arg: str) -> tuple[str, str] | None:
+    """(address, parameters) of a plain ``MAIL FROM``/``RCPT TO`` argument, as aiosmtpd's
+    parser would return them; None for any other form, which is left to that parser."""
+    match = _SIMPLE_PATH.fullmatch(arg)
+    if match is None:
+        return None
+    address, parameters = match.group(1), match.group(2) or ""
+    if not address:  # the parser leaves the space before the null path's parameters
+        return "<>", f" {parameters}" if parameters else ""
+    return address, parameters
+
+
 def _mail_size_parameter(options: Sequence[str]) -> int | None:
     for option in options:
         name, _, value = option.partition("=")
@@ -192,6 +213,15 @@ class GatewayHandler:
     def _refuse(self, reply: str) -> str:
         self.refused(replies.code_of(reply))
         return reply
+
+    @functools.cached_property
+    def hooks(self) -> dict[str, Callable[..., object]]:
+        """aiosmtpd's table of ``handle_*`` hooks, looked up once, not per connection."""
+        return {
+            name.removeprefix("handle_"): getattr(self, name)
+            for name in dir(self)
+            if name.startswith("handle_")
+        }
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, lines: list[str]
@@ -307,24 +337,83 @@ class GatewaySMTP(SMTP):
         self.line_length_limit = limits.max_line_length + 3
         self.command_size_limit = limits.max_command_length
         self.command_size_limits = collections.defaultdict(lambda: limits.max_command_length)
-        super().__init__(
-            handler,
-            data_size_limit=None,  # announced and enforced by this class (552 5.3.4)
-            hostname=hostname,
-            ident=replies.REPLY_GREETING_IDENT,
-            tls_context=tls_context,
-            require_starttls=False,  # MAIL answers 530 5.7.0 itself, with the enhanced code
-            timeout=limits.command_timeout,
-            auth_require_tls=True,
-            auth_exclude_mechanism=("LOGIN", "PLAIN"),
-            command_call_limit=limits.call_limits(),
-            loop=asyncio.get_running_loop(),
-        )
+        self._lean_init(handler, tls_context, hostname, asyncio.get_running_loop())
         self.gateway = handler
         self.sessions = sessions
         self._data_timer_armed = 0.0  # loop time the data timeout was last re-armed
         self.clock = clock
         self.on_closed = on_closed
+
+    @staticmethod
+    def aiosmtpd_options(limits: ServerLimits) -> dict[str, object]:
+        """The options aiosmtpd's own constructor would be given (see :meth:`_lean_init`)."""
+        return {
+            "data_size_limit": None,  # announced and enforced by this class (552 5.3.4)
+            "ident": replies.REPLY_GREETING_IDENT,
+            "require_starttls": False,  # MAIL answers 530 5.7.0 itself, with the enhanced code
+            "timeout": limits.command_timeout,
+            "auth_require_tls": True,
+            "auth_exclude_mechanism": ("LOGIN", "PLAIN"),
+            "command_call_limit": limits.call_limits(),
+        }
+
+    def _lean_init(
+        self,
+        handler: GatewayHandler,
+        tls_context: ssl.SSLContext,
+        hostname: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """aiosmtpd's constructor with :meth:`aiosmtpd_options`, minus its per-connection
+        inspection of the handler and of this class (``inspect.getmembers``, ``dir``), which
+        cost more CPU than the rest of a small mail's session: the tables it builds are the
+        same for every connection. tests/unit/test_smtp_lean_init.py checks both agree."""
+        options = self.aiosmtpd_options(handler.limits)
+        call_limits = options["command_call_limit"]
+        assert isinstance(call_limits, dict)
+        self.__ident__ = replies.REPLY_GREETING_IDENT
+        self.loop = loop
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
+        )
+        self.event_handler = handler
+        self.data_size_limit = None
+        self.enable_SMTPUTF8 = False
+        self._decode_data = False
+        self.hostname = hostname
+        self.tls_context = tls_context
+        self.require_starttls = False
+        self._timeout_duration = handler.limits.command_timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._authenticator = None
+        self._auth_callback = login_always_fail
+        self._auth_required = False
+        self._auth_methods = {}  # LOGIN and PLAIN excluded, the handler has no others
+        self._handle_hooks = handler.hooks
+        self._ehlo_hook_ver = "new"
+        self._smtp_methods = {name: getattr(self, f"smtp_{name}") for name in _commands(type(self))}
+        self._enforce_call_limit = True
+        self._call_limit_base = call_limits
+        self._call_limit_default = call_limits["*"]
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing, without ``email``'s header parser for plain paths."""
+        simple = simple_path(arg)
+        if simple is None:
+            return super()._getaddr(arg)
+        return simple
 
     def connection_lost(self, error: Exception | None) -> None:
         # Called once for the TCP connection, also after STARTTLS (aiosmtpd closes both).
@@ -434,6 +523,18 @@ class GatewaySMTP(SMTP):
         await self.push(reply)
 
 
+_COMMANDS: dict[type[SMTP], tuple[str, ...]] = {}
+
+
+def _commands(protocol: type[SMTP]) -> tuple[str, ...]:
+    """The commands a protocol class answers (its ``smtp_*`` methods), found once."""
+    found = _COMMANDS.get(protocol)
+    if found is None:
+        names = (name for name in dir(protocol) if name.startswith("smtp_"))
+        found = _COMMANDS[protocol] = tuple(name.removeprefix("smtp_") for name in names)
+    return found
+
+
 def split_listen(entry: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` as (host, port)."""
     host, _, port = entry.rpartition(":")
@@ -449,11 +550,14 @@ class GatewayServer:
         tls_context: Callable[[], ssl.SSLContext],
         hostname: str,
         listen: Sequence[str],
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.handler = handler
         self.tls_context = tls_context
         self.hostname = hostname
         self.listen = tuple(listen)
+        self.reuse_port = reuse_port  # several processes accept on the same addresses
         self.sessions = PeerSessions(handler.limits.max_sessions_per_peer)
         self._servers: list[asyncio.Server] = []
         self._protocols: set[GatewaySMTP] = set()
@@ -485,7 +589,9 @@ class GatewayServer:
         try:
             for entry in self.listen:
                 host, port = split_listen(entry)
-                server = await loop.create_server(self._protocol, host, port, reuse_address=True)
+                server = await loop.create_server(
+                    self._protocol, host, port, reuse_address=True, reuse_port=self.reuse_port
+                )
                 self._servers.append(server)
         except OSError:
             await self.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
@@ -14,6 +16,14 @@ from mssbridge.store.tables import OPEN_STATES, AuditAction, Delivery, Outbox, R
 
 # Candidates read per claim, per row asked for: heads of busy domains are filtered out.
 _CANDIDATES_PER_ROW = 4
+
+
+class NotActed(StrEnum):
+    """Why an operator's ``queue retry`` or ``queue drop`` left a delivery row as it was."""
+
+    UNKNOWN = "no such delivery"
+    CLOSED = "closed, it keeps no mail any more: the user sends the message again"
+    IN_PROGRESS = "being delivered right now: try again once this attempt is over"
 
 
 def _payload_aad(outbox_id: int | None, domain: str) -> bytes:
@@ -157,6 +167,63 @@ class DeliveryRepo:
             await session.execute(
                 update(Delivery).where(col(Delivery.id) == row_id).values(**values)
             )
+
+    async def retry_now(self, row_id: int, *, actor: str | None) -> NotActed | None:
+        """Make an open delivery due at once (operator action, audited); None when done.
+
+        Only a row that still holds its mail and is not being delivered: a closed row's mail
+        is gone, and a second attempt beside one in progress could deliver twice.
+        """
+        values = {"state": RowState.PENDING, "next_at": 0.0}
+        return await self._operator_update(row_id, values, "queue_retry", actor)
+
+    async def drop(self, row_id: int, *, actor: str | None) -> NotActed | None:
+        """Give up an open delivery for good: closed, its mail cleared, audited."""
+        values = {
+            "state": RowState.DROPPED,
+            "payload": None,
+            "attempt_started_at": None,
+            "last_error": "dropped by an operator",
+            "lease_owner": None,
+            "lease_until": 0.0,
+        }
+        return await self._operator_update(row_id, values, "queue_drop", actor)
+
+    async def _operator_update(
+        self, row_id: int, values: dict[str, Any], outcome: str, actor: str | None
+    ) -> NotActed | None:
+        now = self.store.clock()
+        async with self.store.session() as session, session.begin():
+            result = await session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == row_id,
+                    col(Delivery.state).in_(OPEN_STATES),
+                    col(Delivery.payload).is_not(None),
+                    col(Delivery.lease_until) < now,
+                )
+                .values(**values, updated_at=now)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return await self._not_acted(row_id, now)
+            await audit.add_for_row(
+                session,
+                Delivery,
+                row_id,
+                AuditAction.ADMIN_ACTION,
+                now,
+                actor=actor,
+                outcome=outcome,
+            )
+        return None
+
+    async def _not_acted(self, row_id: int, now: float) -> NotActed:
+        row = await self.store.get(Delivery, row_id)
+        if row is None:
+            return NotActed.UNKNOWN
+        if row.state in OPEN_STATES and row.payload is not None and row.lease_until >= now:
+            return NotActed.IN_PROGRESS
+        return NotActed.CLOSED
 
     async def of_outbox(self, outbox_id: int) -> list[Delivery]:
         async with self.store.session() as session:

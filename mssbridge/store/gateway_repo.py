@@ -35,6 +35,23 @@ def _values(row: SQLModel) -> dict[str, Any]:
     return {column.key: getattr(row, column.key) for column in table.columns if column.key != "id"}
 
 
+def _cut(column: str, value: str | None) -> str | None:
+    """``value`` cut to the length of audit column ``column``, as :func:`audit.row` does."""
+    length = getattr(_AUDIT.c[column].type, "length", None)
+    return value[:length] if value is not None and length else value
+
+
+def _audit_values(base: dict[str, Any], row_id: int, mail: AcceptedMail) -> dict[str, Any]:
+    """The audit row of one stored mail: ``base`` (the batch's) with the mail's fields."""
+    return {
+        **base,
+        "row_id": row_id,
+        "message_id": _cut("message_id", mail.message_id),
+        "actor": _cut("actor", mail.sender),
+        "peer": _cut("peer", " ".join(mail.recipients)),
+    }
+
+
 def smtp_mailbox(domain: str) -> str:
     return f"{SMTP_MAILBOX_PREFIX}{domain}"
 
@@ -117,7 +134,8 @@ class GatewayRepo:
         # row, as across batches).
         answers: list[tuple[int, int] | int] = []
         positions: dict[tuple[str, str], int] = {}
-        new_rows: list[tuple[Inbox, AcceptedMail]] = []
+        new_rows: list[tuple[dict[str, Any], AcceptedMail]] = []
+        inbox_base = self._inbox_base(now)
         async with self.store.session() as session, session.begin():
             stored = await self._already_stored(session, digests)
             for mail, digest, envelope, key in zip(mails, digests, envelopes, keys, strict=True):
@@ -128,19 +146,14 @@ class GatewayRepo:
                 position = positions.get((digest, envelope))
                 if position is None:
                     position = positions[(digest, envelope)] = len(new_rows)
-                    row = Inbox(
-                        mailbox=self.mailbox,
-                        uidvalidity=SMTP_UIDVALIDITY,
-                        uid=key,
-                        message_id=mail.message_id,
-                        sha256=digest,
-                        size=len(mail.trace) + len(mail.received),
-                        raw=None,
-                        state=RowState.PENDING,
-                        created_at=now,
-                        updated_at=now,
-                        recipients=envelope,
-                    )
+                    row = {
+                        **inbox_base,
+                        "uid": key,
+                        "message_id": mail.message_id,
+                        "sha256": digest,
+                        "size": len(mail.trace) + len(mail.received),
+                        "recipients": envelope,
+                    }
                     new_rows.append((row, mail))
                 answers.append(position)
             if not new_rows:
@@ -160,44 +173,61 @@ class GatewayRepo:
                     for row_id, (_, mail) in zip(ids, new_rows, strict=True)
                 ],
             )
+            audit_base = _values(
+                audit.row(
+                    AuditAction.MESSAGE_RECEIVED,
+                    now,
+                    direction="in",
+                    queue="inbox",
+                    outcome=str(RowState.PENDING),
+                )
+            )
             await session.execute(
                 insert(_AUDIT),
                 [
-                    _values(
-                        audit.row(
-                            AuditAction.MESSAGE_RECEIVED,
-                            now,
-                            direction="in",
-                            queue="inbox",
-                            row_id=row_id,
-                            message_id=mail.message_id,
-                            actor=mail.sender,
-                            peer=" ".join(mail.recipients),
-                            outcome=str(RowState.PENDING),
-                        )
-                    )
+                    _audit_values(audit_base, row_id, mail)
                     for row_id, (_, mail) in zip(ids, new_rows, strict=True)
                 ],
             )
-        keyed = [(row_id, row.uid) for row_id, (row, _) in zip(ids, new_rows, strict=True)]
+        keyed = [(row_id, row["uid"]) for row_id, (row, _) in zip(ids, new_rows, strict=True)]
         return [keyed[a] if isinstance(a, int) else a for a in answers]
 
-    async def _insert_rows(self, session: AsyncSession, rows: Sequence[Inbox]) -> list[int]:
+    def _inbox_base(self, now: float) -> dict[str, Any]:
+        """The column values a new gateway row shares with the others of its batch (the
+        model's defaults applied once per batch: building a model per mail costs more CPU
+        than the rest of storing it)."""
+        return _values(
+            Inbox(
+                mailbox=self.mailbox,
+                uidvalidity=SMTP_UIDVALIDITY,
+                uid=0,
+                sha256="",
+                size=0,
+                raw=None,
+                state=RowState.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def _insert_rows(
+        self, session: AsyncSession, rows: Sequence[dict[str, Any]]
+    ) -> list[int]:
         """Insert ``rows`` (one executemany) and return their ids, in order.
 
         The ids are read back by key, unique in this mailbox: drivers that cannot return
         the ids of a multi-row insert in order would otherwise insert row by row.
         """
-        await session.execute(insert(_INBOX), [_values(row) for row in rows])
+        await session.execute(insert(_INBOX), list(rows))
         found = await session.execute(
             select(Inbox.uid, Inbox.id).where(
                 Inbox.mailbox == self.mailbox,
                 Inbox.uidvalidity == SMTP_UIDVALIDITY,
-                col(Inbox.uid).in_([row.uid for row in rows]),
+                col(Inbox.uid).in_([row["uid"] for row in rows]),
             )
         )
         ids = {int(uid): int(row_id) for uid, row_id in found}
-        return [ids[row.uid] for row in rows]
+        return [ids[row["uid"]] for row in rows]
 
     async def _already_stored(
         self, session: AsyncSession, digests: Sequence[str]

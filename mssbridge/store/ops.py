@@ -11,15 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import case, delete, func, or_, update
 from sqlmodel import col, select
 
 from mssbridge.policy.retention import PurgeKind
 from mssbridge.store import audit
 from mssbridge.store.repo import Store
 from mssbridge.store.tables import (
+    OPEN_STATES,
     Audit,
     AuditAction,
+    Delivery,
     Inbox,
     MatrixTxn,
     MessageMap,
@@ -41,6 +43,16 @@ class QueueStat:
     state: str
     count: int
     oldest_created_at: float | None
+
+
+@dataclass(frozen=True)
+class DomainStat:
+    """Open gateway deliveries to one domain: how many, how many leased now, the oldest."""
+
+    domain: str
+    open: int
+    in_flight: int
+    oldest_created_at: float
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,7 @@ class OpsStore:
         """Count and oldest creation time per queue and open or refused state (index on state)."""
         stats: list[QueueStat] = []
         async with self.store.session() as session:
-            for table in (Outbox, Inbox):
+            for table in (Outbox, Inbox, Delivery):
                 result = await session.execute(
                     select(table.state, func.count(), func.min(table.created_at))
                     .where(col(table.state).in_(GAUGE_STATES))
@@ -130,6 +142,22 @@ class OpsStore:
                     count, oldest = found.get(state, (0, None))
                     stats.append(QueueStat(table.__tablename__, str(state), int(count), oldest))
         return stats
+
+    async def delivery_stats(self) -> list[DomainStat]:
+        """Per recipient domain, the open gateway deliveries (one grouped query, state index)."""
+        now = self.store.clock()
+        leased = func.sum(case((col(Delivery.lease_until) > now, 1), else_=0))
+        async with self.store.session() as session:
+            result = await session.execute(
+                select(Delivery.domain, func.count(), leased, func.min(Delivery.created_at))
+                .where(col(Delivery.state).in_(OPEN_STATES))
+                .group_by(Delivery.domain)
+                .order_by(Delivery.domain)
+            )
+            return [
+                DomainStat(domain, int(count), int(in_flight or 0), float(oldest))
+                for domain, count, in_flight, oldest in result.all()
+            ]
 
     # -- retention -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fixtures.gateway import gateway_settings
 from sqlmodel import select
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mssbridge.cli import app
 from mssbridge.config import RetrySection
@@ -18,7 +18,7 @@ from mssbridge.daemon import open_store
 from mssbridge.flows.delivery_worker import DeliveryWorker
 from mssbridge.lab.pki import TestPki
 from mssbridge.security.atrest import Sealer, SealError, blob_key_id, load_keyring, write_keyring
-from mssbridge.store.delivery_repo import DeliveryRepo, recipients_of
+from mssbridge.store.delivery_repo import DeliveryRepo, NotActed, recipients_of
 from mssbridge.store.rekey import reseal_all
 from mssbridge.store.repo import Store
 from mssbridge.store.tables import Audit, AuditAction, Delivery, Outbox, RowState
@@ -198,3 +198,90 @@ async def test_worker_keeps_slots_for_other_domains(store: Store) -> None:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+def _cli(tmp_path: Path, *args: str) -> Result:
+    return CliRunner().invoke(app, ["queue", *args, "--config", str(tmp_path / "config.toml")])
+
+
+def test_queue_show_retry_and_drop_act_on_open_deliveries_only(
+    tmp_path: Path, test_pki: TestPki
+) -> None:
+    """Retry makes a waiting delivery due now; drop gives it up; neither touches a closed row
+    (its mail is gone) or one being delivered (a second attempt could deliver twice)."""
+    settings = gateway_settings(tmp_path, test_pki, "gateway.outbound=relay", "gateway.relay=r:25")
+
+    async def fill() -> list[int]:
+        store = await open_store(settings)
+        try:
+            waiting, leased, closed, dropped = [
+                (await _queue(store, f"!r{n}", [FAST], n))[0] for n in range(1, 5)
+            ]
+            await store.retry_later(Delivery, waiting, 3600, "4.4.1 no answer")
+            (taken,) = await DeliveryRepo(store).claim("w9", 600, 1, {}, per_domain=1)
+            assert taken.id == leased.id
+            await store.finish(Delivery, closed.id, RowState.REJECTED, "5.1.1 refused")
+            return [r.id or 0 for r in (waiting, leased, closed, dropped)]
+        finally:
+            await store.engine.dispose()
+
+    waiting, leased, closed, dropped = asyncio.run(fill())
+    shown = _cli(tmp_path, "show", "delivery", str(waiting))
+    assert shown.exit_code == 0, shown.output
+    assert f"domain           {FAST}" in shown.output and "retry" in shown.output
+    assert "mail             kept (sealed)" in shown.output and "mail 1" not in shown.output
+    assert "kept" not in _cli(tmp_path, "show", "delivery", str(closed)).output
+
+    retried = _cli(tmp_path, "retry", "delivery", str(waiting))
+    assert retried.exit_code == 0, retried.output
+    for row_id, why in ((leased, "being delivered"), (closed, "keeps no mail"), (99, "no such")):
+        refused = _cli(tmp_path, "retry", "delivery", str(row_id))
+        assert refused.exit_code == 1 and why in refused.output, refused.output
+    assert _cli(tmp_path, "drop", "delivery", str(dropped)).exit_code == 0
+    assert _cli(tmp_path, "drop", "delivery", str(closed)).exit_code == 1
+
+    async def check() -> None:
+        store = await open_store(settings)
+        try:
+            rows = {r.id: r for r in await store.rows(Delivery, list(RowState))}
+            assert (rows[waiting].state, rows[waiting].next_at) == (RowState.PENDING, 0.0)
+            assert rows[waiting].payload is not None and rows[waiting].attempts == 1
+            assert rows[leased].state == RowState.PENDING and rows[leased].lease_owner == "w9"
+            assert rows[closed].state == RowState.REJECTED
+            assert (rows[dropped].state, rows[dropped].payload) == (RowState.DROPPED, None)
+            (due,) = await DeliveryRepo(store).claim("w1", 60, 5, {}, per_domain=5)
+            assert due.id == waiting  # due at once, not in an hour
+            async with store.session() as session:
+                trail = (
+                    await session.execute(
+                        select(Audit.row_id, Audit.outcome).where(
+                            Audit.action == AuditAction.ADMIN_ACTION, Audit.queue == "delivery"
+                        )
+                    )
+                ).all()
+            assert sorted(trail) == [(waiting, "queue_retry"), (dropped, "queue_drop")]
+        finally:
+            await store.engine.dispose()
+
+    asyncio.run(check())
+
+
+async def test_operator_retry_and_drop_in_the_store(store: Store) -> None:
+    """The same rules on each database: a conditional update, audited only when it acted."""
+    repo = DeliveryRepo(store)
+    (row,) = await _queue(store, "!a", [FAST], 1)
+    await store.retry_later(Delivery, row, 3600, "4.4.1 no answer")
+    assert await repo.retry_now(row.id or 0, actor="ops") is None
+    (taken,) = await repo.claim("w1", 600, 1, {}, per_domain=1)
+    assert await repo.retry_now(row.id or 0, actor="ops") == NotActed.IN_PROGRESS
+    assert await repo.drop(row.id or 0, actor="ops") == NotActed.IN_PROGRESS
+    await store.finish(Delivery, taken.id, RowState.SHUNTED, "gave up")
+    assert await repo.drop(row.id or 0, actor="ops") == NotActed.CLOSED
+    assert await repo.retry_now(12345, actor="ops") == NotActed.UNKNOWN
+    async with store.session() as session:
+        trail = (
+            await session.execute(
+                select(Audit.outcome, Audit.actor).where(Audit.action == AuditAction.ADMIN_ACTION)
+            )
+        ).all()
+    assert trail == [("queue_retry", "ops")]

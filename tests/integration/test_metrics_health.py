@@ -9,14 +9,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlmodel import select
 
 from mssbridge.config import RetrySection
 from mssbridge.errors import Rejected, TemporaryFailure
+from mssbridge.flows.delivery_worker import DeliveryWorker
 from mssbridge.flows.worker import QueueWorker
 from mssbridge.metrics import BridgeMetrics, MetricsServer, ScrapeSources, health_check
+from mssbridge.store.delivery_repo import DeliveryRepo, recipients_of
 from mssbridge.store.ops import OpsStore
 from mssbridge.store.repo import Store
-from mssbridge.store.tables import Outbox
+from mssbridge.store.tables import Delivery, Outbox
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +149,81 @@ async def _remove_database(store: Store, url: str) -> None:
         from fixtures.database import drop_postgres_database
 
         drop_postgres_database(url.rsplit("/", 1)[1])
+
+
+async def _delivery_rows(store: Store, domains: list[str]) -> list[Delivery]:
+    """One stored event and one delivery row per entry of ``domains``, as the outbound flow."""
+    repo = DeliveryRepo(store)
+    made = []
+    for n, domain in enumerate(domains):
+        await store.store_transaction(f"d{n}", [_event(f"$d{n}", "x")])
+        async with store.session() as session:
+            row = (
+                await session.execute(select(Outbox).where(Outbox.event_id == f"$d{n}"))
+            ).scalar_one()
+        made.append(repo.new(row, domain, "bal@h", [f"a@{domain}"], f"<d{n}@h>", b"secret"))
+    async with store.session() as session, session.begin():
+        session.add_all(made)
+    return made
+
+
+async def test_delivery_queue_metrics(store: Store) -> None:
+    """Gateway deliveries: outcomes counted by the worker, depth and per-domain gauges."""
+    metrics = BridgeMetrics()
+    up, down, busy = "up.mssante.fr", "down.mssante.fr", "busy.mssante.fr"
+    rows = await _delivery_rows(store, [up, down, down, busy, busy])
+
+    async def handle(row: Delivery) -> None:
+        if row.event_id == "$d1":
+            raise Rejected("refusé", code="5.1.1")
+        if row.event_id == "$d2":
+            raise TemporaryFailure("no MX host reachable")
+        await DeliveryRepo(store).delivered(row, recipients_of(row))
+
+    async def no_report(row: Delivery, exc: Rejected) -> None:
+        return None
+
+    worker = DeliveryWorker(
+        store,
+        handle,
+        no_report,
+        RetrySection(first_delay=3600),
+        per_domain=4,
+        lease=60,
+        metrics=metrics,
+    )
+    for row in rows[:3]:
+        await worker.process(row)
+    # One of busy's rows is being delivered (leased), the other waits behind it.
+    (leased,) = await DeliveryRepo(store).claim("w", 600, 1, {}, per_domain=1)
+    assert leased.domain == busy
+
+    ops = OpsStore(store)
+    sources = ScrapeSources(queue_stats=ops.queue_stats, delivery_stats=ops.delivery_stats)
+    server = MetricsServer(metrics, sources, health_check(ops.ping, dict))
+    await server.start("127.0.0.1:0")
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{server.port}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+    finally:
+        await server.stop()
+    values = _samples(text)
+    for outcome, count in (("delivered", 1), ("rejected", 1), ("retried", 1)):
+        assert values[("mssbridge_deliveries_total", (("outcome", outcome),))] == count
+    assert values[("mssbridge_delivery_refusals_total", (("reason", "5.1.1"),))] == 1
+    depth = "mssbridge_queue_depth"
+    assert values[(depth, (("queue", "delivery"), ("state", "pending")))] == 2
+    assert values[(depth, (("queue", "delivery"), ("state", "retry")))] == 1
+    assert values[(depth, (("queue", "delivery"), ("state", "rejected")))] == 1
+    assert values[("mssbridge_delivery_open", (("domain", busy),))] == 2
+    assert values[("mssbridge_delivery_in_flight", (("domain", busy),))] == 1
+    assert values[("mssbridge_delivery_open", (("domain", down),))] == 1
+    assert values[("mssbridge_delivery_in_flight", (("domain", down),))] == 0
+    assert 0 <= values[("mssbridge_delivery_oldest_age_seconds", (("domain", busy),))] < 60
+    # A domain with nothing open left has no gauge; no address or content is exposed.
+    assert ("mssbridge_delivery_open", (("domain", up),)) not in values
+    assert "a@" not in text and "secret" not in text

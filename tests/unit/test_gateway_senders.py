@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from mssbridge.config import GatewaySection
+from mssbridge.mail.mx import nameserver, resolver
 from mssbridge.policy.access import access_rules
 from mssbridge.policy.recipients import RecipientMap, RecipientRule, resolve
 from mssbridge.policy.senders import DomainGroup, by_domain, sender_address
@@ -98,3 +99,30 @@ def test_outbound_config_keys() -> None:
         GatewaySection(**base, outbound="smtp")
     with pytest.raises(ValidationError):
         GatewaySection(**base, max_per_domain=0)
+
+
+def test_mx_resolver_config_keys() -> None:
+    base = {"enabled": True, "domain": DOMAIN, "outbound": "mx"}
+    assert GatewaySection(**base).nameservers == ()
+    lab = GatewaySection(**base, nameservers=("127.0.0.1:5353", "[::1]:53", "10.0.0.53"))
+    assert lab.mx_port == 25
+    assert [nameserver(entry) for entry in lab.nameservers] == [
+        ("127.0.0.1", 5353),
+        ("::1", 53),
+        ("10.0.0.53", 53),
+    ]
+    # A resolver is named by its address; a port other than 25 only with a named resolver.
+    for wrong in ("dns.chu.test", "dns.chu.test:53", "127.0.0.1:0", "[::1", "127.0.0.1:x"):
+        with pytest.raises(ValidationError, match="expected"):
+            GatewaySection(**base, nameservers=(wrong,))
+    with pytest.raises(ValidationError, match="mx_port other than 25"):
+        GatewaySection(**base, mx_port=2525)
+    assert GatewaySection(**base, nameservers=("127.0.0.1:5353",), mx_port=2525).mx_port == 2525
+
+
+def test_named_resolver_asks_only_those_servers() -> None:
+    chosen = resolver(["127.0.0.1:5353", "::1"], port=5300)
+    assert [(str(s.address), s.port) for s in chosen.nameservers] == [  # type: ignore[union-attr]
+        ("127.0.0.1", 5353),
+        ("::1", 5300),
+    ]
