@@ -117,7 +117,7 @@ class Daemon:
                 address_from_user_id(user_id, matrix.ghost_prefix, matrix.server_name) is not None
             )
 
-        # Not a lambda over ``appservice``: the ping goes out only when asked, after start.
+        # A lambda: ``appservice`` is built just below, and pinged only once it runs.
         resend = ResendRequests(lambda: appservice.ping_self(), OpsStore(store).ping)
         appservice = BridgeAppService(
             settings,
