@@ -46,9 +46,10 @@ def purge(
         else:
             counts = await flow.run_once()
             typer.echo("removed:")
+        width = max(len(kind) for kind in PurgeKind) + 1
         for kind in PurgeKind:
-            typer.echo(f"  {kind:16} {counts.get(kind, 0)}")
-        typer.echo(f"  {'total':16} {sum(counts.values())}")
+            typer.echo(f"  {kind:{width}} {counts.get(kind, 0)}")
+        typer.echo(f"  {'total':{width}} {sum(counts.values())}")
         if not dry_run:
             left = await flow.plan()
             waiting = {k: n for k, n in left.items() if n}

@@ -21,8 +21,10 @@ class PurgeKind(StrEnum):
 
     OUTBOX = "outbox"  # Matrix events relayed (done) or withdrawn (dropped)
     INBOX = "inbox"  # mails relayed or dropped (own copies): row and mailbox copy
+    DELIVERY = "delivery"  # gateway mode: mails delivered (done) or given up (dropped)
     OUTBOX_REJECTED = "outbox_rejected"  # refused or shunted events
     INBOX_REJECTED = "inbox_rejected"  # refused or shunted mails: row and mailbox copy
+    DELIVERY_REJECTED = "delivery_rejected"  # gateway mode: refused or shunted deliveries
     MAP_OUT = "map_out"  # event ↔ Message-ID pairs of mails sent
     MAP_IN = "map_in"  # pairs of mails posted by ghosts: redacted in Matrix first
     MATRIX_TXN = "matrix_txn"
@@ -42,8 +44,10 @@ class Period(StrEnum):
 PERIOD_OF: dict[PurgeKind, Period] = {
     PurgeKind.OUTBOX: Period.CONTENT,
     PurgeKind.INBOX: Period.CONTENT,
+    PurgeKind.DELIVERY: Period.CONTENT,
     PurgeKind.OUTBOX_REJECTED: Period.REJECTED,
     PurgeKind.INBOX_REJECTED: Period.REJECTED,
+    PurgeKind.DELIVERY_REJECTED: Period.REJECTED,
     PurgeKind.MAP_OUT: Period.CONTENT,
     PurgeKind.MAP_IN: Period.CONTENT,
     PurgeKind.MATRIX_TXN: Period.MATRIX_TXN,

@@ -91,6 +91,13 @@ def _selection(kind: PurgeKind, cutoff: float) -> tuple[Any, Any, list[Any]]:
             col(Inbox.id),
             [col(Inbox.state).in_(states), col(Inbox.updated_at) < cutoff],
         )
+    if kind in (PurgeKind.DELIVERY, PurgeKind.DELIVERY_REJECTED):
+        states = CLOSED_STATES if kind is PurgeKind.DELIVERY else REFUSED_STATES
+        return (
+            Delivery,
+            col(Delivery.id),
+            [col(Delivery.state).in_(states), col(Delivery.updated_at) < cutoff],
+        )
     if kind in (PurgeKind.MAP_OUT, PurgeKind.MAP_IN):
         direction = "out" if kind is PurgeKind.MAP_OUT else "in"
         return (

@@ -20,6 +20,8 @@ class RowState(StrEnum):
 
 
 OPEN_STATES = (RowState.PENDING, RowState.RETRY)
+# Why an inbox row was closed without being relayed: it is the bridge's own copy.
+OWN_MAIL = "own mail"
 
 
 class Meta(SQLModel, table=True):
@@ -100,7 +102,11 @@ class Delivery(QueueColumns, table=True):
     """
 
     __tablename__ = "delivery"
-    __table_args__ = (UniqueConstraint("outbox_id", "domain"),)
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "domain"),
+        # The retention purge selects closed rows by state and age (migration 0014).
+        Index("ix_delivery_state_updated_at", "state", "updated_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     outbox_id: int = Field(index=True)
     event_id: str = Field(max_length=255)

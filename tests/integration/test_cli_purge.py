@@ -70,6 +70,7 @@ def test_dry_run_counts_then_purge_removes(config_path: Path) -> None:
     assert dry.exit_code == 0, dry.output
     assert "dry run" in dry.output
     assert _lines(dry.output)["outbox"] == 2 and _lines(dry.output)["total"] == 2
+    assert _lines(dry.output)["delivery"] == _lines(dry.output)["delivery_rejected"] == 0
     assert runner.invoke(app, ["purge", "--dry-run", *c]).output == dry.output  # nothing went
     done = runner.invoke(app, ["purge", *c])
     assert done.exit_code == 0, done.output

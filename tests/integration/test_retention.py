@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from fixtures.database import open_test_store
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from mssbridge.config import MailboxSection, TlsSection
 from mssbridge.errors import Rejected, TemporaryFailure
@@ -23,14 +25,18 @@ from mssbridge.flows.retention import OpenMailbox, RetentionFlow, ghost_redactor
 from mssbridge.lab.pki import DEFAULT_CLIENT_NAMES
 from mssbridge.mail import smtp_out
 from mssbridge.mail.imap import ImapMailbox
+from mssbridge.metrics import BridgeMetrics
 from mssbridge.policy.retention import DAY, PurgeKind, RetentionPolicy
 from mssbridge.security.tls import client_context
 from mssbridge.store import audit
+from mssbridge.store.delivery_repo import DeliveryRepo
 from mssbridge.store.ops import BridgedEvent, OpsStore
 from mssbridge.store.repo import Store
 from mssbridge.store.tables import (
+    OPEN_STATES,
     Audit,
     AuditAction,
+    Delivery,
     Inbox,
     MatrixTxn,
     MessageMap,
@@ -130,8 +136,10 @@ async def test_purge_removes_only_what_is_past_each_period(store: Store) -> None
     assert counts == {
         PurgeKind.OUTBOX: 1,
         PurgeKind.INBOX: 0,
+        PurgeKind.DELIVERY: 0,
         PurgeKind.OUTBOX_REJECTED: 2,
         PurgeKind.INBOX_REJECTED: 0,
+        PurgeKind.DELIVERY_REJECTED: 0,
         PurgeKind.MAP_OUT: 1,
         PurgeKind.MAP_IN: 1,
         PurgeKind.MATRIX_TXN: 2,
@@ -211,6 +219,64 @@ async def test_requeued_row_is_not_purged(store: Store) -> None:
     # A purge that selected it before the requeue finds it no longer past retention.
     assert await ops.purge_rows(PurgeKind.OUTBOX_REJECTED, cutoff, [row.id]) == 0
     assert await _count(store, Outbox) == 1
+
+
+async def _deliveries(store: Store, tag: str) -> dict[RowState, int]:
+    """One gateway delivery row in each state, closed at the store clock's current time."""
+    await store.store_transaction(f"txn-d-{tag}", [_event(f"$d-{tag}")])
+    [row] = [r for r in await store.rows(Outbox, ["pending"]) if r.event_id == f"$d-{tag}"]
+    repo = DeliveryRepo(store)
+    rows = {
+        state: repo.new(row, f"{state}.mssante.fr", "bal@b", ["dr@c"], f"<d-{tag}@b>", b"mail")
+        for state in RowState
+    }
+    async with store.session() as session, session.begin():
+        session.add_all(rows.values())
+    ids = {state: delivery.id or 0 for state, delivery in rows.items()}
+    await store.finish(Delivery, ids[RowState.RETRY], RowState.RETRY, "4.2.1 busy")
+    for state in (RowState.DONE, RowState.DROPPED, RowState.REJECTED, RowState.SHUNTED):
+        await store.finish(Delivery, ids[state], state, None if state is RowState.DONE else "x")
+    return ids
+
+
+async def test_closed_deliveries_go_after_their_period_open_ones_stay(store: Store) -> None:
+    clock = store.clock
+    assert isinstance(clock, Clock)
+    old = await _deliveries(store, "old")
+    clock.now = START + 60 * DAY
+    mid = await _deliveries(store, "mid")  # 40 days old at the purge: only refusals go
+    clock.now = START + 100 * DAY
+    metrics = BridgeMetrics(CollectorRegistry())
+    flow = RetentionFlow(store, POLICY, batch=1, metrics=metrics, actor="test", pause=0)
+    planned = await flow.plan()
+    assert (planned[PurgeKind.DELIVERY], planned[PurgeKind.DELIVERY_REJECTED]) == (2, 4)
+
+    counts = await flow.run_once()
+    assert (counts[PurgeKind.DELIVERY], counts[PurgeKind.DELIVERY_REJECTED]) == (2, 4)
+    async with store.session() as session:
+        left = {(d.id, d.state) for d in (await session.execute(select(Delivery))).scalars()}
+    kept = [RowState.PENDING, RowState.RETRY]  # open rows are never purged, however old
+    assert left == {
+        *((old[state], state) for state in kept),
+        *((mid[state], state) for state in [*kept, RowState.DONE, RowState.DROPPED]),
+    }
+    purged = [r async for r in audit.export(store, 0.0) if r.action == AuditAction.PURGED]
+    delivery_rows = [r for r in purged if r.queue == "delivery"]
+    # One audit row per batch (of one row here), with the kind and the count, by the actor.
+    assert (
+        sorted(r.outcome for r in delivery_rows) == ["delivery=1"] * 2 + ["delivery_rejected=1"] * 4
+    )
+    assert all(r.actor == "test" for r in delivery_rows)
+    sample = metrics.registry.get_sample_value
+    assert sample("mssbridge_purged_rows_total", {"kind": "delivery"}) == 2
+    assert sample("mssbridge_purged_rows_total", {"kind": "delivery_rejected"}) == 4
+    assert (await flow.plan())[PurgeKind.DELIVERY] == 0
+
+    clock.now = START + 200 * DAY  # the mid rows' turn; the open ones still stay
+    counts = await flow.run_once()
+    assert (counts[PurgeKind.DELIVERY], counts[PurgeKind.DELIVERY_REJECTED]) == (2, 0)
+    assert await _count(store, Delivery) == 4
+    assert await _count(store, Delivery, col(Delivery.state).in_(OPEN_STATES)) == 4
 
 
 async def test_ghost_redactor_tries_each_correspondent() -> None:

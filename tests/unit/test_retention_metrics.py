@@ -26,7 +26,9 @@ def test_cutoffs_per_kind_follow_their_period() -> None:
     assert set(cuts) == set(PurgeKind)
     for kind in (PurgeKind.OUTBOX, PurgeKind.INBOX, PurgeKind.MAP_OUT, PurgeKind.MAP_IN):
         assert cuts[kind] == NOW - 90 * DAY
-    assert cuts[PurgeKind.OUTBOX_REJECTED] == cuts[PurgeKind.INBOX_REJECTED] == NOW - 30 * DAY
+    assert cuts[PurgeKind.DELIVERY] == NOW - 90 * DAY
+    for kind in (PurgeKind.OUTBOX_REJECTED, PurgeKind.INBOX_REJECTED, PurgeKind.DELIVERY_REJECTED):
+        assert cuts[kind] == NOW - 30 * DAY
     assert cuts[PurgeKind.AUDIT] == NOW - 183 * DAY
     assert cuts[PurgeKind.MATRIX_TXN] == NOW - 7 * DAY
 
