@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from mssbridge.config import Settings
 from mssbridge.flows.gateway_intake import GatewayIntake
 from mssbridge.flows.gateway_workers import GatewayWorkers, listen_entries
+from mssbridge.mail.peer_counts import SharedPeerCounts, SharedPeerSessions
 from mssbridge.mail.smtp_in import GatewayHandler, GatewayServer, ServerLimits
 from mssbridge.security import certinfo
 from mssbridge.security.gateway_tls import GatewayTls, build_server_context, gateway_tls_section
@@ -28,12 +29,22 @@ class GatewayService:
     """
 
     def __init__(
-        self, settings: Settings, *, listen: Sequence[str] = (), worker: bool = False
+        self,
+        settings: Settings,
+        *,
+        listen: Sequence[str] = (),
+        worker: bool = False,
+        peer_counts: SharedPeerCounts | None = None,
+        row: int = 0,
     ) -> None:
         self.settings = settings
         self.tls = GatewayTls(settings)
         self.listen = tuple(listen) or settings.gateway.listen
         self.worker = worker  # one of the extra processes: SMTP only, no workers of its own
+        # With several processes: the per-peer session counts they share, and this one's row
+        # (the daemon's is 0; it makes them at start and hands them to its workers).
+        self.peer_counts = peer_counts
+        self.row = row
         self.server: GatewayServer | None = None
         self.intake: GatewayIntake | None = None
         self.workers: GatewayWorkers | None = None
@@ -48,12 +59,15 @@ class GatewayService:
         intake = GatewayIntake(self.settings, store, on_stored)
         handler = GatewayHandler(intake, ServerLimits.from_settings(self.settings), refused)
         shared = gateway.processes > 1
+        if shared and not self.worker:
+            self.peer_counts = SharedPeerCounts(gateway.processes)  # fresh: nothing open yet
         server = GatewayServer(
             handler,
             lambda: self.tls.context,
             gateway.hostname or gateway.domain,
             self.listen,
             reuse_port=shared,
+            sessions=self._shared_sessions(),
         )
         await server.start()
         self.server = server
@@ -65,6 +79,8 @@ class GatewayService:
                 listen_entries(server.addresses),
                 on_stored,
                 count=gateway.processes - 1,
+                on_refused=refused,  # the workers' refusals count in the daemon's /metrics
+                peer_counts=self.peer_counts,
             )
             try:
                 await workers.start()
@@ -72,6 +88,13 @@ class GatewayService:
                 await self.stop()
                 raise
             self.workers = workers
+
+    def _shared_sessions(self) -> SharedPeerSessions | None:
+        """The per-peer cap counted over every process, when there are several."""
+        if self.peer_counts is None:
+            return None
+        limit = self.settings.gateway.max_sessions_per_peer
+        return SharedPeerSessions(limit, self.peer_counts, self.row)
 
     async def stop(self) -> None:
         # The workers first: under systemd they get SIGTERM together with the daemon, and one

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from mssbridge.config import Settings
+from mssbridge.mail.peer_counts import SharedPeerCounts
 
 log = logging.getLogger("mssbridge.gateway")
 
@@ -30,6 +33,10 @@ MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0
 READY = b"ready"
 STORED = b"stored"
+# Followed by a JSON object {reply code: count}: refusals a worker answered, for /metrics.
+REFUSED = b"refused:"
+# More refusals than this in one message (one turn of a worker's loop) is not a real count.
+MAX_REFUSALS_PER_MESSAGE = 100_000
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,8 @@ class GatewayWorkers:
     A worker that dies is started again; :meth:`stop` sends SIGTERM and waits: each worker
     stops accepting, closes its sessions (a mail not yet answered 250 is sent again by its
     peer) and commits what it had queued. ``on_stored`` runs in the daemon when a worker
-    stored mail, to wake the inbox worker.
+    stored mail, to wake the inbox worker; ``on_refused`` once per refusal a worker answered,
+    with its code, to count it in the daemon's metrics.
     """
 
     def __init__(
@@ -74,11 +82,15 @@ class GatewayWorkers:
         on_stored: Callable[[], None],
         *,
         count: int,
+        on_refused: Callable[[str], None] = lambda code: None,
+        peer_counts: SharedPeerCounts | None = None,
         restart_delay: float = RESTART_DELAY,
     ) -> None:
         level, log_file = _log_target()
         self.spec = WorkerSpec(settings, tuple(listen), level, log_file)
         self.on_stored = on_stored
+        self.on_refused = on_refused
+        self.peer_counts = peer_counts  # row 0 is the daemon's, row N worker N's
         self.count = count
         self.restart_delay = restart_delay
         self.restarts = 0
@@ -110,7 +122,7 @@ class GatewayWorkers:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=run_worker,
-            args=(self.spec, child),
+            args=(self.spec, child, self.peer_counts, number + 1),
             name=f"mssbridge-gateway-{number + 1}",
             daemon=True,
         )
@@ -130,13 +142,24 @@ class GatewayWorkers:
         log.info("gateway: SMTP worker %d started (pid %s)", number + 1, process.pid)
 
     def _read(self, connection: multiprocessing.connection.Connection) -> None:
-        """A worker said it stored mail (or is gone: its end of the pipe closed)."""
+        """A worker stored mail or counted refusals (or is gone: its end of the pipe closed)."""
+        stored = False
         try:
             while connection.poll():
-                connection.recv_bytes()
+                stored |= self._report(connection.recv_bytes())
         except (EOFError, OSError):
             _close_pipe(connection)
-        self.on_stored()
+        if stored:
+            self.on_stored()
+
+    def _report(self, message: bytes) -> bool:
+        """Pass on one message of a worker; whether it said it stored mail."""
+        if message == STORED:
+            return True
+        for code, count in refusal_counts(message).items():
+            for _ in range(count):
+                self.on_refused(code)
+        return False
 
     async def _watch(self, number: int) -> None:
         """Start worker ``number`` again each time it dies, until the workers stop."""
@@ -146,6 +169,8 @@ class GatewayWorkers:
             assert process is not None
             started = time.monotonic()
             await _exited(process)
+            if self.peer_counts is not None:
+                self.peer_counts.clear(number + 1)  # its sessions ended with it
             if self._stopping:
                 return
             log.error(
@@ -187,6 +212,24 @@ class GatewayWorkers:
                 _close_pipe(pipe)
         self._processes = [None] * self.count
         self._pipes = [None] * self.count
+
+
+def refusal_counts(message: bytes) -> dict[str, int]:
+    """The {code: count} of a worker's REFUSED message; empty for anything else."""
+    if not message.startswith(REFUSED):
+        return {}
+    try:
+        counts = json.loads(message[len(REFUSED) :])
+    except ValueError:
+        counts = None
+    if not isinstance(counts, dict):
+        log.warning("gateway: unreadable message from an SMTP worker: %r", message[:80])
+        return {}
+    return {
+        str(code): count
+        for code, count in counts.items()
+        if type(count) is int and 0 < count <= MAX_REFUSALS_PER_MESSAGE  # not a bool either
+    }
 
 
 def _close_pipe(connection: multiprocessing.connection.Connection) -> None:
@@ -238,10 +281,15 @@ async def _ready(
 # -- in the worker process -------------------------------------------------------------------
 
 
-def run_worker(spec: WorkerSpec, connection: multiprocessing.connection.Connection) -> None:
+def run_worker(
+    spec: WorkerSpec,
+    connection: multiprocessing.connection.Connection,
+    peer_counts: SharedPeerCounts | None = None,
+    row: int = 0,
+) -> None:
     """A worker process's main: accept, store, answer, until SIGTERM or the daemon's end."""
     _setup_logging(spec)
-    asyncio.run(_serve(spec, connection))
+    asyncio.run(_serve(spec, connection, peer_counts, row))
 
 
 def _setup_logging(spec: WorkerSpec) -> None:
@@ -273,7 +321,31 @@ class _StoredSignal:
             self.connection.send_bytes(STORED)
 
 
-async def _serve(spec: WorkerSpec, connection: multiprocessing.connection.Connection) -> None:
+class _RefusalCounts:
+    """Counts the refusals a worker answers and sends them to the daemon once per turn of
+    the loop: a flood of refused sessions makes one small message per turn, not one each."""
+
+    def __init__(self, connection: multiprocessing.connection.Connection) -> None:
+        self.connection = connection
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, code: str) -> None:
+        if not self._counts:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._counts[code] += 1
+
+    def _send(self) -> None:
+        counts, self._counts = dict(self._counts), collections.Counter()
+        with contextlib.suppress(OSError):
+            self.connection.send_bytes(REFUSED + json.dumps(counts).encode())
+
+
+async def _serve(
+    spec: WorkerSpec,
+    connection: multiprocessing.connection.Connection,
+    peer_counts: SharedPeerCounts | None,
+    row: int,
+) -> None:
     from mssbridge.flows.gateway import GatewayService
     from mssbridge.security.atrest import Sealer
     from mssbridge.store.db import make_engine
@@ -282,7 +354,9 @@ async def _serve(spec: WorkerSpec, connection: multiprocessing.connection.Connec
     settings = spec.settings
     store = Store(make_engine(settings.database_url), Sealer.from_file(settings.bridge.key_file))
     await store.verify_key()  # the daemon migrated the store before starting its workers
-    service = GatewayService(settings, listen=spec.listen, worker=True)
+    service = GatewayService(
+        settings, listen=spec.listen, worker=True, peer_counts=peer_counts, row=row
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -291,7 +365,7 @@ async def _serve(spec: WorkerSpec, connection: multiprocessing.connection.Connec
     # The daemon gone (its end of the pipe closed): stop too, not hold its port.
     loop.add_reader(connection.fileno(), stop.set)
     try:
-        await service.start(store, _StoredSignal(connection))
+        await service.start(store, _StoredSignal(connection), _RefusalCounts(connection))
         connection.send_bytes(READY)
         await stop.wait()
     finally:

@@ -552,13 +552,15 @@ class GatewayServer:
         listen: Sequence[str],
         *,
         reuse_port: bool = False,
+        sessions: PeerSessions | None = None,
     ) -> None:
         self.handler = handler
         self.tls_context = tls_context
         self.hostname = hostname
         self.listen = tuple(listen)
         self.reuse_port = reuse_port  # several processes accept on the same addresses
-        self.sessions = PeerSessions(handler.limits.max_sessions_per_peer)
+        # Given when several processes share the per-peer cap (gateway.processes).
+        self.sessions = sessions or PeerSessions(handler.limits.max_sessions_per_peer)
         self._servers: list[asyncio.Server] = []
         self._protocols: set[GatewaySMTP] = set()
 
