@@ -92,8 +92,10 @@ def registration(config: ConfigOption = None) -> None:
 def run(config: ConfigOption = None) -> None:
     """Run the bridge in the foreground until SIGTERM or SIGINT."""
     from mssbridge import logs
+    from mssbridge.allocator import return_large_blocks
     from mssbridge.daemon import Daemon
 
+    return_large_blocks()  # large mails' copies must not stay resident once freed
     settings = load_settings(config)
     logs.setup(settings.bridge.log_level)
     daemon = Daemon(settings)

@@ -12,7 +12,12 @@ from typing import Any
 from mssbridge.cda.mail_parts import nil_header
 from mssbridge.cda.package import DocumentPackage
 from mssbridge.cda.xdm import ZIP_NAME
-from mssbridge.convert.chat_to_mail import attachment_ref, build_message, render_chat_content
+from mssbridge.convert.chat_to_mail import (
+    MediaRef,
+    attachment_ref,
+    build_message,
+    render_chat_content,
+)
 from mssbridge.convert.threading import message_id_for_event, references_for, reply_subject
 from mssbridge.errors import Rejected, TemporaryFailure
 from mssbridge.flows.commands import CommandFlow
@@ -122,27 +127,47 @@ class OutboundFlow:
         relates = relates if isinstance(relates, dict) else {}
         sender_name = await self.ctx.rooms.display_name(row.room_id, row.sender)
         text = render_chat_content(content, sender_name)
-        attachments = await self._attachments(content)
-        parent = None
-        prefix = ""
-        if relates.get("rel_type") == "m.replace":
-            parent = await self.ctx.store.message_id_of_event(str(relates.get("event_id")))
-            prefix = EDIT_PREFIX
-        elif isinstance(relates.get("m.in_reply_to"), dict):
-            parent = await self.ctx.store.message_id_of_event(
-                str(relates["m.in_reply_to"].get("event_id"))
+        ref = self._file(content)
+        # A file declared large is downloaded only once its mail's turn has come, so that
+        # rows waiting for a slot hold no file; a file declared small (or not at all) but
+        # large takes its turn from the encoding on, in _send.
+        in_slot = ref is not None and (ref.size or 0) > LARGE_MAIL_BYTES
+        async with self._large_mails if in_slot else contextlib.nullcontext():
+            attachments = await self._attachments(ref)
+            parent = None
+            prefix = ""
+            if relates.get("rel_type") == "m.replace":
+                parent = await self.ctx.store.message_id_of_event(str(relates.get("event_id")))
+                prefix = EDIT_PREFIX
+            elif isinstance(relates.get("m.in_reply_to"), dict):
+                parent = await self.ctx.store.message_id_of_event(
+                    str(relates["m.in_reply_to"].get("event_id"))
+                )
+            body = prefix + text.body if text.body or not attachments else text.body
+            html = (prefix + text.html) if text.html and prefix else text.html
+            await self._send(
+                row,
+                event,
+                portal,
+                body,
+                html,
+                attachments,
+                parent,
+                sender_name,
+                document=True,
+                in_slot=in_slot,
             )
-        body = prefix + text.body if text.body or not attachments else text.body
-        html = (prefix + text.html) if text.html and prefix else text.html
-        await self._send(
-            row, event, portal, body, html, attachments, parent, sender_name, document=True
-        )
 
-    async def _attachments(self, content: dict[str, Any]) -> tuple[Attachment, ...]:
+    def _file(self, content: dict[str, Any]) -> MediaRef | None:
+        """The file the message carries, refused before any download if declared too large."""
         ref = attachment_ref(content)
+        if ref is not None:
+            check_declared_file(ref.filename, ref.size, self.ctx.settings.limits.max_message_size)
+        return ref
+
+    async def _attachments(self, ref: MediaRef | None) -> tuple[Attachment, ...]:
         if ref is None:
             return ()
-        check_declared_file(ref.filename, ref.size, self.ctx.settings.limits.max_message_size)
         data = await self.ctx.rooms.download(ref.mxc_url)
         return (Attachment(ref.filename, ref.mimetype, data),)
 
@@ -159,7 +184,12 @@ class OutboundFlow:
         *,
         document: bool = False,
         package: DocumentPackage | None = None,
+        in_slot: bool = False,
     ) -> None:
+        """Encode, sign and submit (or queue, in gateway mode), then record the relay.
+
+        ``in_slot``: the caller already holds a large-mail slot for this mail.
+        """
         recipients = correspondents_of(portal)
         if not recipients:
             raise Rejected("Ce salon n'a plus de correspondant MSSanté.", code="5.1.3")
@@ -206,7 +236,7 @@ class OutboundFlow:
         # Encoding a mail with 10 MB of files is CPU work: keep it off the event loop. Large
         # mails take turns: encoding and submitting one holds several copies of it at once,
         # and more threads would not encode faster (the encoder holds the GIL).
-        large = sum(len(a.data) for a in attachments) > LARGE_MAIL_BYTES
+        large = sum(len(a.data) for a in attachments) > LARGE_MAIL_BYTES and not in_slot
         deliveries: list[Delivery] = []
         async with self._large_mails if large else contextlib.nullcontext():
             sign = gateway.sign if gateway is not None else self.ctx.dkim.sign

@@ -13,11 +13,13 @@ Error mapping (RFC 5321 §4.2.1, enhanced codes RFC 3463):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -37,6 +39,11 @@ DSN_RCPT_OPTIONS = ("NOTIFY=SUCCESS,FAILURE",)
 DSN_MAIL_OPTIONS = ("RET=HDRS",)
 # ENVID carries the mail's Message-ID, so a report names it even without the returned headers.
 MAX_ENVID = 100  # RFC 3461 §4.4
+# DATA is written in pieces of this size, each when the connection took the previous one;
+# TLS and the transport's buffers hold a few of them at a time.
+DATA_PIECE = 64 * 1024
+_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"^\.", re.M)
 _MESSAGE_ID_FIELD = re.compile(rb"^message-id[ \t]*:[ \t]*(<[!-~]{1,98}>)[ \t]*\r?$", re.I | re.M)
 
 
@@ -210,14 +217,94 @@ def _envelope_failure(exc: aiosmtplib.SMTPResponseException, peer: str) -> Excep
 async def _send(
     smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes, dsn: bool
 ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    """One mail transaction, like ``SMTP.sendmail`` but with the data sent in pieces.
+
+    ``sendmail`` counts the size on a normalised copy, builds the whole message three more
+    times (line ends, dots, end line) and hands it to TLS in one write: about six times the
+    mail at once. Here each piece is prepared and written only when the connection took the
+    previous one.
+    """
     use_dsn = dsn and smtp.supports_extension("dsn")
-    return await smtp.sendmail(
-        sender,
-        list(recipients),
-        message,
-        mail_options=(*DSN_MAIL_OPTIONS, *_envelope_id(message)) if use_dsn else (),
-        rcpt_options=DSN_RCPT_OPTIONS if use_dsn else (),
-    )
+    mail_options = [*DSN_MAIL_OPTIONS, *_envelope_id(message)] if use_dsn else []
+    if smtp.supports_extension("size"):
+        mail_options.insert(0, f"SIZE={wire_size(message)}")  # RFC 1870
+    try:
+        await smtp.mail(sender, options=mail_options)
+        errors = await _recipients(smtp, recipients, DSN_RCPT_OPTIONS if use_dsn else ())
+        reply = await _data(smtp, message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # A refused transaction is reset, so that the session can carry the next one.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await smtp.rset()
+        raise
+    return errors, reply.message
+
+
+async def _recipients(
+    smtp: aiosmtplib.SMTP, recipients: Sequence[str], options: Sequence[str]
+) -> dict[str, aiosmtplib.SMTPResponse]:
+    """RCPT each recipient; the refusals, or SMTPRecipientsRefused when all were refused."""
+    refused: list[aiosmtplib.SMTPRecipientRefused] = []
+    for address in recipients:
+        try:
+            await smtp.rcpt(address, options=options)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused.append(exc)
+    if len(refused) == len(recipients):
+        raise aiosmtplib.SMTPRecipientsRefused(refused)
+    return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in refused}
+
+
+async def _data(smtp: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA, the message piece by piece, and the server's final reply."""
+    start = await smtp.execute_command(b"DATA")
+    if start.code != aiosmtplib.SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # The protocol's flow control (asyncio's pause_writing): wait until the transport took
+    # the previous piece. Without it every piece is buffered at once, as sendmail does.
+    drain = getattr(protocol, "_drain_helper", None)
+    try:
+        for piece in data_pieces(message):
+            if drain is not None:
+                await asyncio.wait_for(drain(), smtp.timeout)
+            protocol.write(piece)
+        # No await between the last write and this: the reply cannot arrive unlooked-for.
+        reply = await protocol.read_response(timeout=smtp.timeout)
+    except BaseException:
+        smtp.close()  # cut off mid-data, the session cannot carry anything else
+        raise
+    if reply.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply
+
+
+def data_pieces(message: bytes, size: int = DATA_PIECE) -> Iterator[bytes]:
+    """``message`` as DATA carries it, in pieces of about ``size`` bytes, ending with ".".
+
+    Each piece ends at a line end, so each is converted alone: lone CR and LF become CRLF,
+    a line starting with "." gets a second one (RFC 5321 §4.5.2), as aiosmtplib does.
+    """
+    start = 0
+    while start < len(message):
+        cut = message.find(b"\n", min(start + size, len(message)) - 1)
+        end = len(message) if cut < 0 else cut + 1
+        lines = _LINE_END.sub(b"\r\n", message[start:end])
+        yield _LEADING_DOT.sub(b"..", lines)
+        start = end
+    if not message.endswith((b"\n", b"\r")):
+        yield b"\r\n"
+    yield b".\r\n"
+
+
+def wire_size(message: bytes) -> int:
+    """The message's size with CRLF line ends, before dots are doubled (RFC 1870 SIZE)."""
+    pairs = message.count(b"\r\n")
+    # A lone CR or LF becomes two bytes; a message not ending a line gets a final CRLF.
+    lone = message.count(b"\r") + message.count(b"\n") - 2 * pairs
+    return len(message) + lone + (0 if message.endswith((b"\n", b"\r")) else 2)
 
 
 def _envelope_id(message: bytes) -> tuple[str, ...]:
