@@ -20,7 +20,7 @@ from mssbridge.model import InboundMail
 from mssbridge.policy.loops import is_own_mail
 from mssbridge.store.gateway_repo import recipients_of
 from mssbridge.store.repo import correspondents_of
-from mssbridge.store.tables import Inbox, Portal, RowState
+from mssbridge.store.tables import OWN_MAIL, Inbox, Portal, RowState
 
 log = logging.getLogger("mssbridge.inbound")
 
@@ -51,7 +51,7 @@ class InboundFlow:
         )
         if is_own_mail(mail.sender_address, mail.message_id, self.ctx.identity, own_id):
             log.info("inbox row %s is the bridge's own mail; not relayed", row.id)
-            await self.ctx.store.finish(Inbox, row.id, RowState.DROPPED, "own mail")
+            await self.ctx.store.finish(Inbox, row.id, RowState.DROPPED, OWN_MAIL)
             return
         if not await passes_dkim_policy(self.ctx, row, raw):
             return

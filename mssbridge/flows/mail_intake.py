@@ -11,12 +11,13 @@ from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 
+from mssbridge.convert.threading import is_own_message_id
 from mssbridge.errors import ConfigError, Rejected, TemporaryFailure
 from mssbridge.flows.context import BridgeContext
 from mssbridge.mail.imap import ImapMailbox
 from mssbridge.policy.size import human_size
 from mssbridge.store.db import is_store_unavailable
-from mssbridge.store.tables import RowState
+from mssbridge.store.tables import OWN_MAIL, RowState
 
 log = logging.getLogger("mssbridge.intake")
 
@@ -150,12 +151,7 @@ class MailIntake:
             if size > limit:
                 await self._refuse_oversize(client, uidvalidity, uid, size, limit)
             else:
-                raw = await client.fetch(uid)
-                row_id = await self.ctx.store.store_mail(
-                    self.mailbox_key, uidvalidity, uid, raw, header_message_id(raw)
-                )
-                log.info("mail uid %s stored as inbox row %s (%d bytes)", uid, row_id, len(raw))
-                self.on_stored()
+                await self._store(client, uidvalidity, uid)
             await client.mark_seen(uid)
             last_uid = max(last_uid, uid)
         if highest > last_uid:
@@ -163,6 +159,34 @@ class MailIntake:
             await self.ctx.store.advance_imap_cursor(self.mailbox_key, uidvalidity, highest)
             last_uid = highest
         return last_uid
+
+    async def _store(self, client: ImapMailbox, uidvalidity: int, uid: int) -> None:
+        """Store one mail; the bridge's own copy is stored already closed, without its body.
+
+        An own copy (a Message-ID this bridge minted) is never relayed: only its Message-ID
+        matters, as the proof that an interrupted submission left (``relay.md``). Closing it
+        here spares the inbox worker, which posts mail one at a time, a pass per outbound mail.
+        """
+        raw = await client.fetch(uid)
+        message_id = header_message_id(raw)
+        if message_id is not None and is_own_message_id(message_id, self.ctx.mail_domain):
+            row_id = await self.ctx.store.store_mail(
+                self.mailbox_key,
+                uidvalidity,
+                uid,
+                b"",
+                message_id,
+                state=RowState.DROPPED,
+                size=len(raw),
+                error=OWN_MAIL,
+            )
+            log.info("mail uid %s is the bridge's own copy: inbox row %s, closed", uid, row_id)
+            return
+        row_id = await self.ctx.store.store_mail(
+            self.mailbox_key, uidvalidity, uid, raw, message_id
+        )
+        log.info("mail uid %s stored as inbox row %s (%d bytes)", uid, row_id, len(raw))
+        self.on_stored()
 
     async def _refuse_oversize(
         self, client: ImapMailbox, uidvalidity: int, uid: int, size: int, limit: int

@@ -250,9 +250,7 @@ class Store:
                 row_id = row.id
                 audit.add(
                     session,
-                    AuditAction.MESSAGE_RECEIVED
-                    if state != RowState.REJECTED
-                    else AuditAction.MESSAGE_REJECTED,
+                    audit.action_for(state, error) or AuditAction.MESSAGE_RECEIVED,
                     now,
                     direction="in",
                     queue="inbox",
@@ -384,8 +382,10 @@ class Store:
             if unless is not None and (await session.execute(unless)).first() is not None:
                 return []
             candidates = list((await session.execute(query)).scalars())
-        for row in candidates:
-            async with self.session() as session, session.begin():
+        if not candidates:
+            return claimed
+        async with self.session() as session, session.begin():  # one commit for the batch
+            for row in candidates:
                 result = await session.execute(
                     update(table)
                     .where(

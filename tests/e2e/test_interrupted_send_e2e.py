@@ -50,6 +50,15 @@ def attempted_rows(database: Path) -> int:
     return outbox_rows(database, "attempt_started_at IS NOT NULL")
 
 
+def own_copies(database: Path) -> list[tuple[str, int, bool]]:
+    """(state, size, body kept) of the inbox rows closed as the bridge's own copies."""
+    with sqlite3.connect(database) as db:
+        found = db.execute(
+            "SELECT state, size, raw IS NOT NULL FROM inbox WHERE last_error = 'own mail'"
+        ).fetchall()
+    return [(str(state), int(size), bool(kept)) for state, size, kept in found]
+
+
 def open_rows(database: Path) -> int:
     return outbox_rows(database, "state IN ('pending', 'retry')")
 
@@ -92,3 +101,10 @@ async def test_interrupted_submission_is_sent_once_soon_after_restart(
         assert len(again) == 1
         assert text_of(mail).strip() == f"Interrompu {tag}"
         assert open_rows(database) == 0
+        # Its copy came back: the reader closed it at once and kept only its Message-ID.
+        deadline = time.monotonic() + 30
+        while not own_copies(database):
+            assert time.monotonic() < deadline, "the bridge's own copy was never read"
+            await asyncio.sleep(0.2)
+        [(state, size, body_kept)] = own_copies(database)
+        assert (state, body_kept) == ("dropped", False) and size > 0
